@@ -1,0 +1,714 @@
+//! A handle on one database: reads go straight to RocksDB, writes to the writer.
+
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, ReadOptions as RocksReadOptions};
+
+use crate::db_state::DbState;
+use crate::document::{read_expiry, Doc, DocInput};
+use crate::error::{Error, Result};
+use crate::keys::{self, CF_BODIES, CF_DOCS, CF_LOCAL, DB_CFS};
+use crate::names::{DbName, DocId, LocalId};
+use crate::records::{self, DocMeta, LocalRecord};
+use crate::rev::Rev;
+use crate::rev_tree::{check_path, LeafData};
+use crate::store::Inner;
+use crate::writer::{is_expired, Command, EditReq, MergeReq};
+
+/// An interactive edit: a new revision whose parent is `parent` (`None` to create).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit {
+    /// The document edited.
+    pub id: DocId,
+    /// The revision edited; `None` creates the document (or recreates a deleted one).
+    pub parent: Option<Rev>,
+    /// Whether the edit deletes the document (writes a tombstone).
+    pub deleted: bool,
+    /// The new body: a JSON object without special members.
+    pub body: Vec<u8>,
+}
+
+impl Edit {
+    /// An update (or, with `parent: None`, a creation) with a new body.
+    /// The body must be a canonical body such as [`DocInput::body`].
+    pub fn new(id: DocId, parent: Option<Rev>, body: Vec<u8>) -> Edit {
+        Edit {
+            id,
+            parent,
+            deleted: false,
+            body,
+        }
+    }
+
+    /// A deletion of revision `parent`.
+    pub fn delete(id: DocId, parent: Rev) -> Edit {
+        Edit {
+            id,
+            parent: Some(parent),
+            deleted: true,
+            body: b"{}".to_vec(),
+        }
+    }
+
+    /// An edit from a parsed client document and its id.
+    pub fn from_input(id: DocId, input: DocInput) -> Edit {
+        Edit {
+            id,
+            parent: input.rev,
+            deleted: input.deleted,
+            body: input.body,
+        }
+    }
+}
+
+/// A revision arriving by replication (`new_edits=false`): it is merged into the
+/// tree as it is, with its history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replicated {
+    /// The document.
+    pub id: DocId,
+    /// The revision and its ancestors, newest first, consecutive generations.
+    pub path: Vec<Rev>,
+    /// Whether the revision is a tombstone.
+    pub deleted: bool,
+    /// The revision's body.
+    pub body: Vec<u8>,
+}
+
+impl Replicated {
+    /// A replicated revision from a parsed document, which must carry `_id` and
+    /// `_revisions` or `_rev`.
+    pub fn from_input(input: DocInput) -> Result<Replicated> {
+        let id = DocId::new(input.id.as_deref().ok_or_else(|| Error::InvalidDocument {
+            reason: "a replicated document needs an _id".into(),
+        })?)?;
+        let path = match (input.revisions, input.rev) {
+            (Some(path), _) => path,
+            (None, Some(rev)) => vec![rev],
+            (None, None) => {
+                return Err(Error::InvalidRevisions {
+                    reason: "a replicated document needs _rev or _revisions".into(),
+                })
+            }
+        };
+        Ok(Replicated {
+            id,
+            path,
+            deleted: input.deleted,
+            body: input.body,
+        })
+    }
+}
+
+/// What to read with a document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// A specific revision instead of the winner.
+    pub rev: Option<Rev>,
+    /// Include `_conflicts` (and `_deleted_conflicts`).
+    pub conflicts: bool,
+    /// Include `_revisions`.
+    pub revs: bool,
+}
+
+/// Which revisions `open_revs` reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenRevs {
+    /// Every leaf.
+    All,
+    /// These revisions.
+    Revs(Vec<Rev>),
+}
+
+/// One answer of `open_revs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenRev {
+    /// The revision, with its body.
+    Ok(Doc),
+    /// The revision (or its body) is not stored here.
+    Missing(Rev),
+}
+
+/// `_revs_diff` for one document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RevsDiff {
+    /// Revisions this database lacks.
+    pub missing: Vec<Rev>,
+    /// Leaves it has that could be their ancestors.
+    pub possible_ancestors: Vec<Rev>,
+}
+
+/// A query over documents in id order (`_all_docs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllDocsQuery {
+    /// First id (last, when descending).
+    pub start_key: Option<String>,
+    /// Last id (first, when descending).
+    pub end_key: Option<String>,
+    /// Whether `end_key` itself is included (CouchDB's default: yes).
+    pub exclusive_end: bool,
+    /// Exactly these ids, in this order, instead of a range.
+    pub keys: Option<Vec<String>>,
+    /// At most this many rows.
+    pub limit: Option<usize>,
+    /// Skip this many rows first.
+    pub skip: usize,
+    /// Newest id first.
+    pub descending: bool,
+}
+
+/// A row of `_all_docs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllDocsRow {
+    /// A document and its winning revision (deleted ones appear only when asked by key).
+    Doc {
+        /// The id.
+        id: DocId,
+        /// The winning revision.
+        rev: Rev,
+        /// Whether the winner is a tombstone.
+        deleted: bool,
+    },
+    /// A key asked for that names no document.
+    Missing(String),
+}
+
+/// Counters and sizes of a database (`GET /{db}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbInfo {
+    /// The name.
+    pub name: DbName,
+    /// Live documents (expired ones count until swept).
+    pub doc_count: u64,
+    /// Deleted documents (tombstones).
+    pub doc_del_count: u64,
+    /// The sequence of the last change.
+    pub update_seq: u64,
+    /// Approximate bytes on disk (flushed data only).
+    pub disk_size: u64,
+    /// The database's `revs_limit`.
+    pub revs_limit: u32,
+    /// The body member holding expiry times, if the database expires sessions.
+    pub expiry_field: Option<String>,
+}
+
+/// A `_local` document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalDoc {
+    /// Its id, without `_local/`.
+    pub id: LocalId,
+    /// Its revision number (rendered `0-N`).
+    pub rev: u64,
+    /// Its body (canonical JSON object without special members).
+    pub body: Vec<u8>,
+}
+
+/// A handle on one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) state: Arc<DbState>,
+}
+
+impl Database {
+    pub(crate) fn new(inner: Arc<Inner>, state: Arc<DbState>) -> Database {
+        Database { inner, state }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &DbName {
+        &self.state.name
+    }
+
+    /// The sequence of the last committed change.
+    pub fn update_seq(&self) -> u64 {
+        self.state.stats().update_seq
+    }
+
+    /// Counters and sizes.
+    pub fn info(&self) -> DbInfo {
+        let stats = self.state.stats();
+        let start = keys::db_start(self.state.id);
+        let end = keys::db_end(self.state.id);
+        let disk_size = DB_CFS
+            .iter()
+            .map(|cf| {
+                self.inner
+                    .db
+                    .get_approximate_sizes_cf(self.inner.cf(cf), &[rocksdb::Range::new(&start, &end)])
+                    .iter()
+                    .sum::<u64>()
+            })
+            .sum();
+        DbInfo {
+            name: self.state.name.clone(),
+            doc_count: stats.doc_count,
+            doc_del_count: stats.doc_del_count,
+            update_seq: stats.update_seq,
+            disk_size,
+            revs_limit: self.state.revs_limit(),
+            expiry_field: self.state.expiry_field.clone(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.inner.opts.clock.now()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.state.is_dropped() {
+            return Err(Error::DbNotFound {
+                name: self.state.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn leaf_data(&self, deleted: bool, body: &[u8]) -> Result<LeafData> {
+        let expires_at = match &self.state.expiry_field {
+            Some(field) if !deleted => read_expiry(body, field)?,
+            _ => None,
+        };
+        Ok(LeafData { deleted, expires_at })
+    }
+
+    fn check_size(&self, body: &[u8]) -> Result<()> {
+        let limit = self.inner.opts.max_document_size;
+        if body.len() > limit {
+            return Err(Error::DocumentTooLarge {
+                size: body.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies one interactive edit and returns the new revision once durable.
+    pub async fn put(&self, edit: Edit) -> Result<Rev> {
+        self.update(vec![edit]).await.pop().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Applies interactive edits (each may fail alone, as in `_bulk_docs`).
+    /// Returns once all of them are durable.
+    pub async fn update(&self, edits: Vec<Edit>) -> Vec<Result<Rev>> {
+        let mut results: Vec<Option<Result<Rev>>> = Vec::with_capacity(edits.len());
+        let mut reqs = Vec::with_capacity(edits.len());
+        for e in edits {
+            match self
+                .check_size(&e.body)
+                .and_then(|_| self.leaf_data(e.deleted, &e.body))
+            {
+                Ok(leaf) => {
+                    results.push(None);
+                    reqs.push(EditReq {
+                        id: e.id,
+                        parent: e.parent,
+                        leaf,
+                        body: e.body,
+                    });
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        let db = self.state.clone();
+        let answers = self
+            .inner
+            .call(|reply| Command::Edit {
+                db,
+                edits: reqs,
+                reply,
+            })
+            .await;
+        merge_answers(results, answers)
+    }
+
+    /// Merges replicated revisions (`new_edits=false`). Idempotent; a revision
+    /// that has already expired is not stored.
+    pub async fn merge(&self, docs: Vec<Replicated>) -> Vec<Result<Rev>> {
+        let mut results: Vec<Option<Result<Rev>>> = Vec::with_capacity(docs.len());
+        let mut reqs = Vec::with_capacity(docs.len());
+        for d in docs {
+            let checked = self
+                .check_size(&d.body)
+                .and_then(|_| check_path(&d.path))
+                .and_then(|_| self.leaf_data(d.deleted, &d.body));
+            match checked {
+                Ok(leaf) => {
+                    results.push(None);
+                    reqs.push(MergeReq {
+                        id: d.id,
+                        path: d.path,
+                        leaf,
+                        body: d.body,
+                    });
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        let db = self.state.clone();
+        let answers = self
+            .inner
+            .call(|reply| Command::Merge {
+                db,
+                docs: reqs,
+                reply,
+            })
+            .await;
+        merge_answers(results, answers)
+    }
+
+    /// Changes the database's `revs_limit` (applies to new writes and compaction).
+    pub async fn set_revs_limit(&self, limit: u32) -> Result<()> {
+        if limit == 0 {
+            return Err(Error::InvalidRevisions {
+                reason: "revs_limit must be at least 1".into(),
+            });
+        }
+        let db = self.state.clone();
+        self.inner
+            .call(|reply| Command::SetRevsLimit { db, limit, reply })
+            .await?
+    }
+
+    pub(crate) fn load_meta(&self, id: &str) -> Result<Option<DocMeta>> {
+        match self
+            .inner
+            .db
+            .get_pinned_cf(self.inner.cf(CF_DOCS), keys::doc(self.state.id, id))?
+        {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(records::decode_doc(&bytes)?)),
+        }
+    }
+
+    fn load_body(&self, id: &str, rev: &Rev) -> Result<Option<Vec<u8>>> {
+        let key = keys::body(self.state.id, id, rev.generation(), rev.hash());
+        Ok(self.inner.db.get_cf(self.inner.cf(CF_BODIES), key)?)
+    }
+
+    fn not_found(id: &DocId, reason: &'static str) -> Error {
+        Error::NotFound {
+            id: id.to_string(),
+            reason,
+        }
+    }
+
+    /// Reads the winning revision (or `opts.rev`). Deleted winners and expired
+    /// sessions read as not found.
+    pub fn get(&self, id: &DocId, opts: &ReadOptions) -> Result<Doc> {
+        self.check_open()?;
+        if opts.rev.is_none() && !opts.conflicts && !opts.revs {
+            return self.get_winner(id);
+        }
+        let meta = self
+            .load_meta(id.as_str())?
+            .ok_or_else(|| Self::not_found(id, "missing"))?;
+        let winner = meta.tree.winner().ok_or_else(|| Self::not_found(id, "missing"))?;
+        if is_expired(winner.expires_at, winner.deleted, self.now()) {
+            return Err(Self::not_found(id, "expired"));
+        }
+        let (rev, deleted) = match &opts.rev {
+            Some(rev) => {
+                let node = meta
+                    .tree
+                    .node(rev)
+                    .ok_or_else(|| Self::not_found(id, "missing"))?;
+                (rev.clone(), node.deleted)
+            }
+            None if winner.deleted => return Err(Self::not_found(id, "deleted")),
+            None => (winner.rev.clone(), false),
+        };
+        let body = self
+            .load_body(id.as_str(), &rev)?
+            .ok_or_else(|| Self::not_found(id, "missing"))?;
+        Ok(Doc {
+            id: id.clone(),
+            deleted,
+            body,
+            conflicts: opts.conflicts.then(|| meta.tree.conflicts()),
+            deleted_conflicts: opts.conflicts.then(|| meta.tree.deleted_conflicts()),
+            revisions: opts.revs.then(|| meta.tree.ancestry(&rev)),
+            rev,
+        })
+    }
+
+    /// The hot path: header only, then the body.
+    fn get_winner(&self, id: &DocId) -> Result<Doc> {
+        for _ in 0..3 {
+            let Some(bytes) = self
+                .inner
+                .db
+                .get_pinned_cf(self.inner.cf(CF_DOCS), keys::doc(self.state.id, id.as_str()))?
+            else {
+                return Err(Self::not_found(id, "missing"));
+            };
+            let h = records::decode_doc_header(&bytes)?;
+            if h.deleted {
+                return Err(Self::not_found(id, "deleted"));
+            }
+            if is_expired(h.expires_at, h.deleted, self.now()) {
+                return Err(Self::not_found(id, "expired"));
+            }
+            // The body can vanish between the two reads if a purge or compaction
+            // commits in between; then read again.
+            if let Some(body) = self.load_body(id.as_str(), &h.winner)? {
+                return Ok(Doc {
+                    id: id.clone(),
+                    rev: h.winner,
+                    deleted: false,
+                    body,
+                    conflicts: None,
+                    deleted_conflicts: None,
+                    revisions: None,
+                });
+            }
+        }
+        Err(Self::not_found(id, "missing"))
+    }
+
+    /// Reads several revisions of a document, with their history when `revs`.
+    /// With `latest`, a revision that is not a leaf is replaced by its leaves.
+    pub fn open_revs(&self, id: &DocId, which: &OpenRevs, latest: bool, revs: bool) -> Result<Vec<OpenRev>> {
+        self.check_open()?;
+        let meta = self.load_meta(id.as_str())?;
+        let tree = match &meta {
+            Some(m) => {
+                let expired = m
+                    .tree
+                    .winner()
+                    .is_some_and(|w| is_expired(w.expires_at, w.deleted, self.now()));
+                if expired {
+                    None
+                } else {
+                    Some(&m.tree)
+                }
+            }
+            None => None,
+        };
+        let wanted: Vec<Rev> = match (which, tree) {
+            (OpenRevs::All, Some(t)) => t.leaves_by_rank().into_iter().map(|l| l.rev).collect(),
+            (OpenRevs::All, None) => return Err(Self::not_found(id, "missing")),
+            (OpenRevs::Revs(list), _) => list.clone(),
+        };
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for rev in wanted {
+            let Some(tree) = tree else {
+                out.push(OpenRev::Missing(rev));
+                continue;
+            };
+            let targets: Vec<Rev> = if latest && tree.contains(&rev) && !tree.is_leaf(&rev) {
+                tree.leaves()
+                    .into_iter()
+                    .filter(|l| tree.ancestry(&l.rev).contains(&rev))
+                    .map(|l| l.rev)
+                    .collect()
+            } else {
+                vec![rev]
+            };
+            for rev in targets {
+                if !seen.insert(rev.clone()) {
+                    continue;
+                }
+                let node = tree.node(&rev);
+                let body = match node {
+                    Some(_) => self.load_body(id.as_str(), &rev)?,
+                    None => None,
+                };
+                match (node, body) {
+                    (Some(node), Some(body)) => out.push(OpenRev::Ok(Doc {
+                        id: id.clone(),
+                        deleted: node.deleted,
+                        body,
+                        conflicts: None,
+                        deleted_conflicts: None,
+                        revisions: revs.then(|| tree.ancestry(&rev)),
+                        rev,
+                    })),
+                    _ => out.push(OpenRev::Missing(rev)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `revs` this database lacks (`_revs_diff` for one document).
+    pub fn revs_diff(&self, id: &DocId, revs: &[Rev]) -> Result<RevsDiff> {
+        self.check_open()?;
+        let meta = self.load_meta(id.as_str())?;
+        let (missing, possible_ancestors) = match &meta {
+            Some(m)
+                if !m
+                    .tree
+                    .winner()
+                    .is_some_and(|w| is_expired(w.expires_at, w.deleted, self.now())) =>
+            {
+                m.tree.revs_diff(revs)
+            }
+            _ => {
+                let mut all = revs.to_vec();
+                all.sort();
+                all.dedup();
+                (all, Vec::new())
+            }
+        };
+        Ok(RevsDiff {
+            missing,
+            possible_ancestors,
+        })
+    }
+
+    /// Documents in id order; deleted and expired ones are skipped, except that a
+    /// deleted document asked for by key is reported as deleted.
+    pub fn all_docs(&self, q: &AllDocsQuery) -> Result<Vec<AllDocsRow>> {
+        self.check_open()?;
+        let now = self.now();
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut rows = Vec::new();
+        if let Some(keys) = &q.keys {
+            for key in keys.iter().skip(q.skip) {
+                if rows.len() >= limit {
+                    break;
+                }
+                let header = match self
+                    .inner
+                    .db
+                    .get_pinned_cf(self.inner.cf(CF_DOCS), keys::doc(self.state.id, key))?
+                {
+                    Some(bytes) => Some(records::decode_doc_header(&bytes)?),
+                    None => None,
+                };
+                match (header, DocId::new(key)) {
+                    (Some(h), Ok(id)) if !is_expired(h.expires_at, h.deleted, now) => {
+                        rows.push(AllDocsRow::Doc {
+                            id,
+                            rev: h.winner,
+                            deleted: h.deleted,
+                        })
+                    }
+                    _ => rows.push(AllDocsRow::Missing(key.clone())),
+                }
+            }
+            return Ok(rows);
+        }
+        let db = self.state.id;
+        let mut ro = RocksReadOptions::default();
+        ro.set_iterate_lower_bound(keys::db_start(db).to_vec());
+        ro.set_iterate_upper_bound(keys::db_end(db).to_vec());
+        let (first, direction) = match (q.descending, &q.start_key) {
+            (false, Some(k)) => (keys::doc(db, k), Direction::Forward),
+            (false, None) => (keys::db_start(db).to_vec(), Direction::Forward),
+            (true, Some(k)) => (keys::doc(db, k), Direction::Reverse),
+            (true, None) => (keys::db_end(db).to_vec(), Direction::Reverse),
+        };
+        let iter =
+            self.inner
+                .db
+                .iterator_cf_opt(self.inner.cf(CF_DOCS), ro, IteratorMode::From(&first, direction));
+        let mut skipped = 0;
+        for item in iter {
+            let (key, value) = item?;
+            let Some(id) = keys::id_of_doc_key(&key) else {
+                continue;
+            };
+            if let Some(end) = &q.end_key {
+                let past = if q.descending {
+                    id < end.as_str() || (q.exclusive_end && id == end.as_str())
+                } else {
+                    id > end.as_str() || (q.exclusive_end && id == end.as_str())
+                };
+                if past {
+                    break;
+                }
+            }
+            let h = records::decode_doc_header(&value)?;
+            if h.deleted || is_expired(h.expires_at, h.deleted, now) {
+                continue;
+            }
+            if skipped < q.skip {
+                skipped += 1;
+                continue;
+            }
+            if rows.len() >= limit {
+                break;
+            }
+            if let Ok(id) = DocId::new(id) {
+                rows.push(AllDocsRow::Doc {
+                    id,
+                    rev: h.winner,
+                    deleted: false,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Reads a `_local` document.
+    pub fn get_local(&self, id: &LocalId) -> Result<LocalDoc> {
+        self.check_open()?;
+        let key = keys::doc(self.state.id, id.as_str());
+        let bytes = self
+            .inner
+            .db
+            .get_pinned_cf(self.inner.cf(CF_LOCAL), key)?
+            .ok_or_else(|| Error::NotFound {
+                id: format!("_local/{}", id.as_str()),
+                reason: "missing",
+            })?;
+        let record: LocalRecord = records::decode_record(&bytes, "local document")?;
+        Ok(LocalDoc {
+            id: id.clone(),
+            rev: record.rev,
+            body: record.body,
+        })
+    }
+
+    /// Writes a `_local` document; `rev` must be its current revision number
+    /// (0 when creating). Returns the new revision number.
+    pub async fn put_local(&self, id: &LocalId, rev: u64, body: Vec<u8>) -> Result<u64> {
+        self.check_size(&body)?;
+        let (db, id) = (self.state.clone(), id.clone());
+        self.inner
+            .call(|reply| Command::PutLocal {
+                db,
+                id,
+                rev,
+                body: Some(body),
+                reply,
+            })
+            .await?
+    }
+
+    /// Deletes a `_local` document at revision `rev`.
+    pub async fn delete_local(&self, id: &LocalId, rev: u64) -> Result<()> {
+        let (db, id) = (self.state.clone(), id.clone());
+        self.inner
+            .call(|reply| Command::PutLocal {
+                db,
+                id,
+                rev,
+                body: None,
+                reply,
+            })
+            .await?
+            .map(|_| ())
+    }
+}
+
+/// Puts the writer's answers into the places left for them by validation.
+fn merge_answers(
+    mut results: Vec<Option<Result<Rev>>>,
+    answers: Result<Vec<Result<Rev>>>,
+) -> Vec<Result<Rev>> {
+    let mut answers = match answers {
+        Ok(a) => a.into_iter(),
+        Err(_) => Vec::new().into_iter(),
+    };
+    results
+        .iter_mut()
+        .map(|slot| match slot.take() {
+            Some(r) => r,
+            None => answers.next().unwrap_or(Err(Error::Closed)),
+        })
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! Bad input gets a typed error and leaves the store exactly as it was.
+
+mod common;
+
+use common::*;
+use store::{
+    AllDocsQuery, ChangesQuery, Database, DbName, DbOptions, DocId, DocInput, Edit, Error, LocalId,
+    Replicated, Rev,
+};
+
+fn snapshot(db: &Database) -> (String, String, u64) {
+    (
+        format!("{:?}", db.all_docs(&AllDocsQuery::default()).unwrap()),
+        format!(
+            "{:?}",
+            db.changes(&ChangesQuery {
+                all_leaves: true,
+                ..Default::default()
+            })
+            .unwrap()
+        ),
+        db.update_seq(),
+    )
+}
+
+#[tokio::test]
+async fn bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::at(1000);
+    let mut opts = options(&clock);
+    opts.max_document_size = 4096;
+    let store = store::Store::open(dir.path(), opts).unwrap();
+    let db = must_create(
+        &store,
+        "s",
+        DbOptions {
+            expiry_field: Some("exp".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let r1 = must_put(&db, "keep", None, r#"{"v":1}"#).await;
+    let before = snapshot(&db);
+
+    // Invalid names and ids.
+    for bad in ["", "Caps", "_users", "9lives", "white space"] {
+        assert!(
+            matches!(DbName::new(bad), Err(Error::InvalidDbName { .. })),
+            "{bad:?}"
+        );
+    }
+    for bad in ["", "_reserved", &"x".repeat(2000)] {
+        assert!(matches!(DocId::new(bad), Err(Error::InvalidDocId { .. })));
+    }
+    assert!(LocalId::new("").is_err());
+    // Malformed revisions.
+    for bad in ["", "1", "abc", "0-abc", "1-", "-1-a", "1-a b"] {
+        assert!(
+            matches!(bad.parse::<Rev>(), Err(Error::InvalidRev { .. })),
+            "{bad:?}"
+        );
+    }
+    // Non-object bodies and bad special members.
+    for bad in [
+        &b"[1,2]"[..],
+        b"42",
+        b"\"s\"",
+        b"null",
+        b"{\"_bogus\":1}",
+        b"{not json}",
+        b"{\"a\":1",
+    ] {
+        assert!(matches!(
+            DocInput::parse(bad, 4096),
+            Err(Error::InvalidDocument { .. })
+        ));
+    }
+    // Oversized documents, through every write path.
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000)).into_bytes();
+    assert!(matches!(
+        DocInput::parse(&big, 4096),
+        Err(Error::DocumentTooLarge { .. })
+    ));
+    let r = db.put(Edit::new(id("big"), None, big.clone())).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::DocumentTooLarge {
+                size: 5010,
+                limit: 4096
+            })
+        ),
+        "{r:?}"
+    );
+    let r = db.put(Edit::new(id("keep"), Some(r1.clone()), big.clone())).await;
+    assert!(matches!(r, Err(Error::DocumentTooLarge { .. })));
+    let r = db
+        .merge(vec![Replicated {
+            id: id("big"),
+            path: vec![rev("1-a")],
+            deleted: false,
+            body: big.clone(),
+        }])
+        .await;
+    assert!(matches!(r[0], Err(Error::DocumentTooLarge { .. })));
+    assert!(matches!(
+        db.put_local(&LocalId::new("l").unwrap(), 0, big).await,
+        Err(Error::DocumentTooLarge { .. })
+    ));
+    // Replicated paths with gaps or no revisions.
+    let r = db
+        .merge(vec![
+            Replicated {
+                id: id("gap"),
+                path: vec![rev("3-c"), rev("1-a")],
+                deleted: false,
+                body: b"{}".to_vec(),
+            },
+            Replicated {
+                id: id("none"),
+                path: vec![],
+                deleted: false,
+                body: b"{}".to_vec(),
+            },
+        ])
+        .await;
+    assert!(
+        r.iter().all(|x| matches!(x, Err(Error::InvalidRevisions { .. }))),
+        "{r:?}"
+    );
+    // A bad expiry member.
+    let r = db
+        .put(Edit::new(id("exp"), None, br#"{"exp":"never"}"#.to_vec()))
+        .await;
+    assert!(matches!(r, Err(Error::InvalidDocument { .. })));
+    // Conflicts: stale and unknown revisions.
+    let r = db
+        .put(Edit::new(id("keep"), Some(rev("1-nope")), b"{}".to_vec()))
+        .await;
+    assert!(matches!(r, Err(Error::Conflict { .. })));
+    let r = db.put(Edit::new(id("keep"), None, b"{}".to_vec())).await;
+    assert!(matches!(r, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        db.set_revs_limit(0).await,
+        Err(Error::InvalidRevisions { .. })
+    ));
+    assert_eq!(db.info().revs_limit, 100);
+
+    assert_eq!(snapshot(&db), before, "bad input changed the store");
+
+    // In a mixed batch the good edits apply and the bad ones fail alone.
+    let results = db
+        .update(vec![
+            Edit::new(id("new"), None, b"{}".to_vec()),
+            Edit::new(id("keep"), Some(rev("1-nope")), b"{}".to_vec()),
+            Edit::new(id("exp2"), None, br#"{"exp":[]}"#.to_vec()),
+        ])
+        .await;
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(Error::Conflict { .. })));
+    assert!(matches!(results[2], Err(Error::InvalidDocument { .. })));
+    assert_eq!(db.update_seq(), before.2 + 1);
+}
