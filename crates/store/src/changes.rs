@@ -95,7 +95,7 @@ impl Database {
                 continue;
             }
             if let Some(ids) = &q.doc_ids {
-                if !ids.iter().any(|i| *i == record.id) {
+                if !ids.contains(&record.id) {
                     continue;
                 }
             }

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+/// CouchDB's system databases, the only names that may start with `_`.
+const SYSTEM_DBS: &[&str] = &["_replicator", "_users"];
+
 /// Longest database name CouchDB accepts.
 const MAX_DB_NAME: usize = 238;
 /// Longest document id we accept, in bytes.
@@ -17,7 +20,7 @@ pub const MAX_DOC_ID: usize = 1024;
 /// use store::DbName;
 /// assert!(DbName::new("sessions").is_ok());
 /// assert!(DbName::new("Sessions").is_err());
-/// assert!(DbName::new("_users").is_err());
+/// assert!(DbName::new("_private").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DbName(String);
@@ -29,6 +32,10 @@ impl DbName {
             name: name.chars().take(100).collect(),
             reason,
         };
+        // CouchDB's system databases keep their reserved names.
+        if SYSTEM_DBS.contains(&name) {
+            return Ok(DbName(name.to_owned()));
+        }
         let mut bytes = name.bytes();
         match bytes.next() {
             None => return Err(invalid("name is empty")),
@@ -154,7 +161,8 @@ mod tests {
         for ok in ["a", "sessions", "a0_$()+-/b", "eu-west/sessions"] {
             assert!(DbName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "0a", "_users", "a b", "a.b", "é", "a\u{0}"] {
+        assert!(DbName::new("_replicator").is_ok());
+        for bad in ["", "A", "0a", "_other", "a b", "a.b", "é", "a\u{0}"] {
             assert!(DbName::new(bad).is_err(), "{bad:?}");
         }
         assert!(DbName::new(&"a".repeat(239)).is_err());

@@ -72,8 +72,8 @@ pub(crate) fn sweep(inner: &Inner, db: &Arc<DbState>) -> Result<usize> {
         let mut ids = Vec::new();
         for item in iter.take(SWEEP_CHUNK) {
             let (key, _) = item?;
-            if let Some((_, id)) = keys::parse_expiry_key(&key) {
-                ids.push(id.to_owned());
+            if let Some((at, id)) = keys::parse_expiry_key(&key) {
+                ids.push((at, id.to_owned()));
             }
             from = key.to_vec();
             from.push(0);

@@ -51,10 +51,10 @@ pub(crate) enum Command {
         docs: Vec<MergeReq>,
         reply: oneshot::Sender<Vec<Result<Rev>>>,
     },
-    /// Purge these documents if they have expired.
+    /// Purge these documents if they have expired (expiry index entries).
     PurgeExpired {
         db: Arc<DbState>,
-        ids: Vec<String>,
+        ids: Vec<(u64, String)>,
         reply: oneshot::Sender<Result<usize>>,
     },
     /// Compact these documents: re-stem, drop non-leaf bodies, purge expired.
@@ -411,15 +411,27 @@ impl<'a> Batch<'a> {
         metrics::counter!("store_documents_purged_total").increment(1);
     }
 
-    fn purge_expired(&mut self, db: &Arc<DbState>, ids: &[String]) -> Result<usize> {
+    fn purge_expired(&mut self, db: &Arc<DbState>, entries: &[(u64, String)]) -> Result<usize> {
         Self::check_db(db)?;
         let mut purged = 0;
-        for id in ids {
-            let existed = self.docs.get(&(db.id, id.clone())).map_or(true, Option::is_some);
-            if existed && self.load(db, id)?.is_none() {
-                purged += 1;
+        for (at, id) in entries {
+            let existed = match self.docs.get(&(db.id, id.clone())) {
+                Some(m) => m.is_some(),
+                None => self
+                    .inner
+                    .db
+                    .get_pinned_cf(self.cf(CF_DOCS), keys::doc(db.id, id))?
+                    .is_some(),
+            };
+            match self.load(db, id)? {
+                None if existed => purged += 1,
+                Some(m) if m.header().and_then(|h| h.expires_at) == Some(*at) => {}
+                // An entry no document stands behind any more: drop it, or the
+                // sweeper would meet it forever.
+                _ => self
+                    .wb
+                    .delete_cf(self.cf(CF_EXPIRY), keys::expiry(db.id, *at, id)),
             }
-            // A stale index entry (the document changed expiry since) is dropped.
         }
         Ok(purged)
     }

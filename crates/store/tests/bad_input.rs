@@ -43,7 +43,7 @@ async fn bad_input_changes_nothing() {
     let before = snapshot(&db);
 
     // Invalid names and ids.
-    for bad in ["", "Caps", "_users", "9lives", "white space"] {
+    for bad in ["", "Caps", "_private", "9lives", "white space"] {
         assert!(
             matches!(DbName::new(bad), Err(Error::InvalidDbName { .. })),
             "{bad:?}"

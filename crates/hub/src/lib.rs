@@ -1,0 +1,67 @@
+//! The hub role: the central London node that holds a full replica of every
+//! database, is the fan-out point of replication and the fallback for reads.
+//!
+//! It owns the role's wiring — open the store, serve it, stop cleanly — and
+//! must not know storage internals or HTTP details (the `server` crate serves).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use server::{Node, ServerConfig};
+use store::{Store, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Everything a hub needs to run.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// The RocksDB directory.
+    pub data_dir: PathBuf,
+    /// Listen addresses and input limits.
+    pub server: ServerConfig,
+    /// Store options (durability, limits, sweeper).
+    pub store: StoreOptions,
+}
+
+/// Why a hub could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The store could not be opened.
+    #[error("opening the store in {path}: {source}")]
+    Store {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        source: store::Error,
+    },
+    /// A listener could not start.
+    #[error(transparent)]
+    Start(#[from] server::node::StartError),
+}
+
+/// Runs a hub until `shutdown` is cancelled, then stops gracefully: in-flight
+/// requests finish (within the grace period) and the store closes cleanly.
+/// `ready` receives the bound addresses once serving.
+pub async fn run(
+    config: HubConfig,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+) -> Result<(), HubError> {
+    let store = Store::open(&config.data_dir, config.store.clone()).map_err(|source| HubError::Store {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let node = Node::start(store.clone(), config.server.clone()).await?;
+    ready(node.http_addr, node.grpc_addr);
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    // Closing joins the writer thread: do it off the async workers.
+    let closing = tokio::task::spawn_blocking(move || store.close());
+    if tokio::time::timeout(Duration::from_secs(30), closing)
+        .await
+        .is_err()
+    {
+        tracing::error!("store did not close within 30 s");
+    }
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! Any CouchDB-compatible server (CouchDB, PouchDB Server, another
+//! Sessionfleet node) over its HTTP API — how a CouchDB fleet migrates in.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use store::{Doc, DocId, DocInput, Replicated, Rev};
+
+use crate::peer::{ChangeRow, ChangesBatch, CheckpointDoc, Peer, PeerError, PeerInfo, Seq, WriteFailure};
+
+/// Largest document accepted from a remote server.
+const MAX_DOC: usize = 8 << 20;
+/// Time allowed for one request, beyond any long-poll wait.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A database on a CouchDB-compatible server, e.g. `http://couchdb-b:5984/demo-db`.
+pub struct HttpPeer {
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// Server root, without trailing slash and without credentials.
+    root: String,
+    /// The database, percent-encoded for paths.
+    db_path: String,
+    auth: Option<HeaderValue>,
+}
+
+impl HttpPeer {
+    /// Parses `http://[user:pass@]host:port/db`. Only plain HTTP is supported here.
+    pub fn new(url: &str) -> Result<HttpPeer, PeerError> {
+        let bad = |reason: &str| PeerError::Protocol {
+            peer: url.into(),
+            reason: reason.into(),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("only http:// URLs are supported"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("the URL must name a database"))?;
+        let db = path.trim_end_matches('/');
+        if db.is_empty() {
+            return Err(bad("the URL must name a database"));
+        }
+        let (auth, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let token = base64_encode(userinfo.as_bytes());
+                (HeaderValue::from_str(&format!("Basic {token}")).ok(), host)
+            }
+            None => (None, authority),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http();
+        // A database name may contain '/': it travels percent-encoded.
+        let decoded = percent_encoding::percent_decode_str(db)
+            .decode_utf8_lossy()
+            .into_owned();
+        Ok(HttpPeer {
+            client,
+            root: format!("http://{host}"),
+            db_path: utf8_percent_encode(&decoded, NON_ALPHANUMERIC).to_string(),
+            auth,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), PeerError> {
+        let url = format!("{}{}", self.root, path);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(ACCEPT, "application/json");
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        if body.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| PeerError::Protocol {
+                peer: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let unreachable = |reason: String| PeerError::Unreachable {
+            peer: self.describe(),
+            reason,
+        };
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok::<_, PeerError>((status, bytes))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        ok: &[u16],
+    ) -> Result<(StatusCode, Value), PeerError> {
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
+        let (status, bytes) = self.call(method, path, body, REQUEST_TIMEOUT).await?;
+        self.decode(status, &bytes, ok)
+    }
+
+    fn decode(&self, status: StatusCode, bytes: &[u8], ok: &[u16]) -> Result<(StatusCode, Value), PeerError> {
+        let value: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        if !ok.contains(&status.as_u16()) {
+            let reason = value
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let error = value.get("error").and_then(Value::as_str).unwrap_or("");
+            let status_text = format!("{} {error}", status.as_u16());
+            return Err(if status.is_server_error() {
+                PeerError::Unreachable {
+                    peer: self.describe(),
+                    reason: format!("{status_text}: {reason}"),
+                }
+            } else {
+                PeerError::Refused {
+                    peer: self.describe(),
+                    status: status_text,
+                    reason,
+                }
+            });
+        }
+        Ok((status, value))
+    }
+
+    fn protocol(&self, reason: impl Into<String>) -> PeerError {
+        PeerError::Protocol {
+            peer: self.describe(),
+            reason: reason.into(),
+        }
+    }
+
+    fn db(&self, rest: &str) -> String {
+        format!("/{}{}", self.db_path, rest)
+    }
+
+    fn parse_doc(&self, v: &Value) -> Result<Replicated, PeerError> {
+        let bytes = serde_json::to_vec(v).unwrap_or_default();
+        let input = DocInput::parse(&bytes, MAX_DOC).map_err(|e| self.protocol(e.to_string()))?;
+        Replicated::from_input(input).map_err(|e| self.protocol(e.to_string()))
+    }
+
+    /// Fallback for servers without `_bulk_get`: one `open_revs` read per document.
+    async fn fetch_open_revs(&self, id: &DocId, revs: &[Rev]) -> Result<Vec<Replicated>, PeerError> {
+        let list =
+            serde_json::to_string(&revs.iter().map(Rev::to_string).collect::<Vec<_>>()).unwrap_or_default();
+        let path = self.db(&format!(
+            "/{}?revs=true&latest=true&open_revs={}",
+            utf8_percent_encode(id.as_str(), NON_ALPHANUMERIC),
+            utf8_percent_encode(&list, NON_ALPHANUMERIC)
+        ));
+        let (_, v) = self.json(Method::GET, &path, None, &[200]).await?;
+        let mut out = Vec::new();
+        for item in v.as_array().into_iter().flatten() {
+            if let Some(doc) = item.get("ok") {
+                out.push(self.parse_doc(doc)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn base64_encode(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn seq_of(v: &Value) -> Option<Seq> {
+    match v {
+        Value::Number(n) => n.as_u64().map(Seq::Num),
+        Value::String(s) => Some(Seq::Opaque(s.clone())),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangesResponse {
+    results: Vec<Value>,
+    last_seq: Value,
+    pending: Option<u64>,
+}
+
+#[async_trait]
+impl Peer for HttpPeer {
+    fn describe(&self) -> String {
+        format!("{}/{}", self.root, self.db_path)
+    }
+
+    fn db_name(&self) -> String {
+        percent_encoding::percent_decode_str(&self.db_path)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+
+    async fn info(&self, create: bool) -> Result<PeerInfo, PeerError> {
+        let (_, root) = self.json(Method::GET, "/", None, &[200]).await?;
+        // The uuid names the server in replication ids; without one, the URL does.
+        let uuid = root
+            .get("uuid")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.root.clone());
+        let (status, info) = self.json(Method::GET, &self.db(""), None, &[200, 404]).await?;
+        let info = if status == StatusCode::NOT_FOUND {
+            if !create {
+                return Err(PeerError::Refused {
+                    peer: self.describe(),
+                    status: "404".into(),
+                    reason: "database does not exist".into(),
+                });
+            }
+            self.json(Method::PUT, &self.db(""), None, &[201, 202, 412])
+                .await?;
+            self.json(Method::GET, &self.db(""), None, &[200]).await?.1
+        } else {
+            info
+        };
+        let update_seq = info.get("update_seq").and_then(seq_of).unwrap_or(Seq::ZERO);
+        Ok(PeerInfo { uuid, update_seq })
+    }
+
+    async fn changes(
+        &self,
+        since: &Seq,
+        limit: usize,
+        wait: Option<Duration>,
+    ) -> Result<ChangesBatch, PeerError> {
+        let since_param = utf8_percent_encode(&since.to_string(), NON_ALPHANUMERIC).to_string();
+        let mut path = self.db(&format!(
+            "/_changes?style=all_docs&since={since_param}&limit={limit}"
+        ));
+        let mut timeout = REQUEST_TIMEOUT;
+        if let Some(w) = wait {
+            path.push_str(&format!("&feed=longpoll&timeout={}", w.as_millis()));
+            timeout += w;
+        }
+        let (status, bytes) = self.call(Method::GET, &path, None, timeout).await?;
+        let (_, v) = self.decode(status, &bytes, &[200])?;
+        let resp: ChangesResponse =
+            serde_json::from_value(v).map_err(|e| self.protocol(format!("_changes: {e}")))?;
+        let mut rows = Vec::with_capacity(resp.results.len());
+        for r in resp.results {
+            let seq = r
+                .get("seq")
+                .and_then(seq_of)
+                .ok_or_else(|| self.protocol("change without seq"))?;
+            let id = r
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| self.protocol("change without id"))?;
+            // A design or reserved id we cannot store is skipped, not fatal.
+            let Ok(id) = DocId::new(id) else { continue };
+            let revs = r
+                .get("changes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("rev").and_then(Value::as_str))
+                .map(str::parse)
+                .collect::<Result<Vec<Rev>, _>>()
+                .map_err(|e| self.protocol(e.to_string()))?;
+            rows.push(ChangeRow {
+                seq,
+                id,
+                revs,
+                committed_ms: None,
+            });
+        }
+        let last_seq = seq_of(&resp.last_seq).ok_or_else(|| self.protocol("no last_seq"))?;
+        Ok(ChangesBatch {
+            rows,
+            last_seq,
+            pending: resp.pending,
+        })
+    }
+
+    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<(DocId, Vec<Rev>)>, PeerError> {
+        let body: serde_json::Map<String, Value> = revs
+            .iter()
+            .map(|(id, revs)| {
+                (
+                    id.to_string(),
+                    json!(revs.iter().map(Rev::to_string).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        let (_, v) = self
+            .json(
+                Method::POST,
+                &self.db("/_revs_diff"),
+                Some(Value::Object(body)),
+                &[200],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for (id, entry) in v.as_object().into_iter().flatten() {
+            let Ok(id) = DocId::new(id) else { continue };
+            let missing = entry
+                .get("missing")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::parse)
+                .collect::<Result<Vec<Rev>, _>>()
+                .map_err(|e| self.protocol(e.to_string()))?;
+            if !missing.is_empty() {
+                out.push((id, missing));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Replicated>, PeerError> {
+        let docs: Vec<Value> = wanted
+            .iter()
+            .flat_map(|(id, revs)| {
+                revs.iter()
+                    .map(move |r| json!({"id": id.as_str(), "rev": r.to_string()}))
+            })
+            .collect();
+        let path = self.db("/_bulk_get?revs=true&latest=true");
+        let (status, bytes) = self
+            .call(
+                Method::POST,
+                &path,
+                Some(serde_json::to_vec(&json!({"docs": docs})).unwrap_or_default()),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        if matches!(status.as_u16(), 400 | 404 | 405 | 501) {
+            let mut out = Vec::new();
+            for (id, revs) in &wanted {
+                out.extend(self.fetch_open_revs(id, revs).await?);
+            }
+            return Ok(out);
+        }
+        let (_, v) = self.decode(status, &bytes, &[200])?;
+        let mut out = Vec::new();
+        for result in v.get("results").and_then(Value::as_array).into_iter().flatten() {
+            for d in result.get("docs").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(doc) = d.get("ok") {
+                    out.push(self.parse_doc(doc)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write(&self, docs: Vec<Replicated>) -> Result<Vec<WriteFailure>, PeerError> {
+        let mut payload = b"{\"new_edits\":false,\"docs\":[".to_vec();
+        for (i, d) in docs.into_iter().enumerate() {
+            if i > 0 {
+                payload.push(b',');
+            }
+            let Some(rev) = d.path.first().cloned() else {
+                continue;
+            };
+            let doc = Doc {
+                id: d.id,
+                rev,
+                deleted: d.deleted,
+                body: d.body,
+                conflicts: None,
+                deleted_conflicts: None,
+                revisions: Some(d.path),
+            };
+            payload.extend_from_slice(&doc.to_json());
+        }
+        payload.extend_from_slice(b"]}");
+        let (status, bytes) = self
+            .call(
+                Method::POST,
+                &self.db("/_bulk_docs"),
+                Some(payload),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let (_, v) = self.decode(status, &bytes, &[201, 202])?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.get("error").is_some())
+            .map(|e| WriteFailure {
+                id: e.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                rev: e.get("rev").and_then(Value::as_str).unwrap_or("").to_owned(),
+                error: format!(
+                    "{}: {}",
+                    e.get("error").and_then(Value::as_str).unwrap_or(""),
+                    e.get("reason").and_then(Value::as_str).unwrap_or("")
+                ),
+            })
+            .collect())
+    }
+
+    async fn get_checkpoint(&self, id: &str) -> Result<Option<CheckpointDoc>, PeerError> {
+        let path = self.db(&format!("/_local/{}", utf8_percent_encode(id, NON_ALPHANUMERIC)));
+        let (status, v) = self.json(Method::GET, &path, None, &[200, 404]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let rev = v.get("_rev").and_then(Value::as_str).unwrap_or("0-0").to_owned();
+        Ok(Some(CheckpointDoc { rev, body: v }))
+    }
+
+    async fn put_checkpoint(&self, id: &str, rev: Option<&str>, body: &Value) -> Result<String, PeerError> {
+        let mut body = body.clone();
+        if let (Some(obj), Some(rev)) = (body.as_object_mut(), rev) {
+            obj.insert("_rev".into(), json!(rev));
+        }
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("_id".into(), json!(format!("_local/{id}")));
+        }
+        let path = self.db(&format!("/_local/{}", utf8_percent_encode(id, NON_ALPHANUMERIC)));
+        let (_, v) = self.json(Method::PUT, &path, Some(body), &[200, 201]).await?;
+        v.get("rev")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| self.protocol("checkpoint answer without rev"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_credentials() {
+        let p = HttpPeer::new("http://admin:secret@127.0.0.1:5984/demo-db").unwrap();
+        assert_eq!(p.root, "http://127.0.0.1:5984");
+        assert_eq!(p.db_path, "demo%2Ddb");
+        assert_eq!(p.auth.unwrap().to_str().unwrap(), "Basic YWRtaW46c2VjcmV0");
+        assert!(HttpPeer::new("https://x/db").is_err());
+        assert!(HttpPeer::new("http://x:1").is_err());
+        assert!(HttpPeer::new("http://x:1/").is_err());
+        assert_eq!(base64_encode(b"a"), "YQ==");
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+    }
+}

@@ -1,0 +1,32 @@
+//! CouchDB's replication algorithm, over any [`Peer`]: the local store, a fleet
+//! node over gRPC, or any CouchDB-compatible server over HTTP.
+//!
+//! One replication: derive its id from (source, target, database); read the
+//! checkpoints `_local/<id>` on both ends and start from the newest session they
+//! share; then repeat — read changes, ask the target which revisions it lacks,
+//! fetch only those with their ancestry, write them with `new_edits=false`
+//! (durable when acknowledged), and only then checkpoint on both ends. Errors are
+//! retried forever with jittered exponential backoff; a continuous replication
+//! waits for new changes instead of ending.
+//!
+//! It must not know HTTP *serving* (the `server` crate does that) nor topology.
+//!
+//! Layout: [`peer`] (the trait and shared types), `local`, `grpc`, `http`
+//! (the three peers), `checkpoint` (ids and histories), [`backoff`] (pure),
+//! [`engine`] (the loop), [`status`] (progress and metrics).
+
+pub mod backoff;
+mod checkpoint;
+pub mod engine;
+mod grpc;
+mod http;
+mod local;
+pub mod peer;
+pub mod status;
+
+pub use engine::{Replication, ReplicationSpec};
+pub use grpc::GrpcPeer;
+pub use http::HttpPeer;
+pub use local::LocalPeer;
+pub use peer::{Peer, PeerError, Seq};
+pub use status::{ReplicationState, ReplicationStatus};

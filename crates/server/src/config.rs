@@ -1,0 +1,62 @@
+//! What a node listens on and the bounds it puts on every input.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Bounds on every input a client can send.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body; larger ones get 413 without being read whole.
+    pub max_body_bytes: usize,
+    /// Most documents (or ids) in one bulk request.
+    pub max_bulk_docs: usize,
+    /// Time allowed for a client to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time allowed to receive a whole request body.
+    pub body_timeout: Duration,
+    /// Most concurrent client connections (HTTP); more wait to be accepted.
+    pub max_connections: usize,
+    /// Longest a changes feed may stay open without a change (`timeout` cap).
+    pub max_feed_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: 8 << 20,
+            max_bulk_docs: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_feed_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Where a node listens, and its limits.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// CouchDB-compatible HTTP API.
+    pub http_addr: SocketAddr,
+    /// gRPC API.
+    pub grpc_addr: SocketAddr,
+    /// Input bounds.
+    pub limits: Limits,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Shown as `vendor.name` of `GET /`, e.g. "hub london".
+    pub node_name: String,
+}
+
+impl ServerConfig {
+    /// A config with default limits.
+    pub fn new(http_addr: SocketAddr, grpc_addr: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            http_addr,
+            grpc_addr,
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            node_name: "sessionfleet".into(),
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! `Replication`: CouchDB's replication protocol between fleet nodes, served
+//! over the store. Spokes dial in; the hub never dials out.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::v1::replication_server::Replication;
+use proto::v1::{
+    Change, ChangesBatch, ChangesRequest, DbInfoRequest, DbInfoResponse, DocRevs, FetchRevsRequest,
+    FetchRevsResponse, GetCheckpointRequest, GetCheckpointResponse, PutCheckpointRequest,
+    PutCheckpointResponse, Revision, RevsDiffRequest, RevsDiffResponse, WriteError, WriteRevsRequest,
+    WriteRevsResponse,
+};
+use store::{ChangesQuery, Database, DbName, DbOptions, DocId, LocalId, OpenRev, OpenRevs, Replicated, Rev};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::to_status;
+use crate::node::Shared;
+
+/// How often an idle continuous changes stream sends an empty batch.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Largest changes batch served.
+const MAX_BATCH: usize = 5000;
+
+pub(crate) struct ReplicationService {
+    shared: Arc<Shared>,
+}
+
+impl ReplicationService {
+    pub fn new(shared: Arc<Shared>) -> ReplicationService {
+        ReplicationService { shared }
+    }
+
+    fn db(&self, name: &str) -> Result<Database, Status> {
+        let name = DbName::new(name).map_err(to_status)?;
+        self.shared.store.db(&name).map_err(to_status)
+    }
+
+    fn check_count(&self, n: usize) -> Result<(), Status> {
+        let max = self.shared.config.limits.max_bulk_docs;
+        if n > max {
+            return Err(Status::resource_exhausted(format!(
+                "{n} documents in one request; the limit is {max}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_doc_revs(d: &DocRevs) -> Result<(DocId, Vec<Rev>), Status> {
+    let id = DocId::new(&d.id).map_err(to_status)?;
+    let revs = d
+        .revs
+        .iter()
+        .map(|r| r.parse())
+        .collect::<Result<_, _>>()
+        .map_err(to_status)?;
+    Ok((id, revs))
+}
+
+fn revs_strings(revs: &[Rev]) -> Vec<String> {
+    revs.iter().map(Rev::to_string).collect()
+}
+
+type ChangesStream = Pin<Box<dyn Stream<Item = Result<ChangesBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    async fn db_info(&self, req: Request<DbInfoRequest>) -> Result<Response<DbInfoResponse>, Status> {
+        let req = req.into_inner();
+        let name = DbName::new(&req.db).map_err(to_status)?;
+        if req.create && self.shared.store.db(&name).is_err() {
+            let opts = DbOptions {
+                revs_limit: (req.revs_limit > 0).then_some(req.revs_limit),
+                expiry_field: (!req.expiry_field.is_empty()).then(|| req.expiry_field.clone()),
+            };
+            match self.shared.store.create_db(&name, opts).await {
+                Ok(()) | Err(store::Error::DbExists { .. }) => {}
+                Err(e) => return Err(to_status(e)),
+            }
+        }
+        let db = self.db(&req.db)?;
+        let info = db.info();
+        Ok(Response::new(DbInfoResponse {
+            store_uuid: self.shared.store.uuid().to_owned(),
+            update_seq: info.update_seq,
+            doc_count: info.doc_count,
+        }))
+    }
+
+    type ChangesStream = ChangesStream;
+
+    async fn changes(&self, req: Request<ChangesRequest>) -> Result<Response<ChangesStream>, Status> {
+        let req = req.into_inner();
+        let db = self.db(&req.db)?;
+        let batch = (req.batch_size as usize).clamp(1, MAX_BATCH);
+        if !req.peer.is_empty() {
+            tracing::debug!(peer = %req.peer, db = %req.db, since = req.since, "changes stream opened");
+            metrics::counter!("replication_streams_opened_total", "peer" => req.peer.clone()).increment(1);
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let shutdown = self.shared.shutdown.clone();
+        tokio::spawn(async move {
+            let mut since = req.since;
+            let mut sub = db.subscribe();
+            loop {
+                let page = match db.changes(&ChangesQuery {
+                    since,
+                    limit: Some(batch),
+                    all_leaves: true,
+                    ..Default::default()
+                }) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                };
+                let update_seq = db.update_seq();
+                let empty = page.changes.is_empty();
+                let out = ChangesBatch {
+                    changes: page
+                        .changes
+                        .into_iter()
+                        .map(|c| Change {
+                            seq: c.seq,
+                            id: c.id.to_string(),
+                            revs: revs_strings(&c.revs),
+                            deleted: c.deleted,
+                            committed_ms: c.committed_ms,
+                        })
+                        .collect(),
+                    last_seq: page.last_seq,
+                    update_seq,
+                };
+                since = page.last_seq;
+                if !(empty && req.continuous) && tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+                if !req.continuous {
+                    return;
+                }
+                if !empty && page.pending > 0 {
+                    continue;
+                }
+                // Caught up: wait for a commit, with heartbeats.
+                loop {
+                    tokio::select! {
+                        ok = async { sub.wait_for(|s| *s > since).await.is_ok() } => {
+                            if !ok { return; }
+                            break;
+                        }
+                        _ = tokio::time::sleep(HEARTBEAT) => {
+                            let hb = ChangesBatch { changes: Vec::new(), last_seq: since, update_seq: db.update_seq() };
+                            if tx.send(Ok(hb)).await.is_err() { return; }
+                        }
+                        _ = shutdown.cancelled() => return,
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn revs_diff(&self, req: Request<RevsDiffRequest>) -> Result<Response<RevsDiffResponse>, Status> {
+        let req = req.into_inner();
+        self.check_count(req.docs.len())?;
+        let db = self.db(&req.db)?;
+        let mut missing = Vec::new();
+        for d in &req.docs {
+            let (id, revs) = parse_doc_revs(d)?;
+            let diff = db.revs_diff(&id, &revs).map_err(to_status)?;
+            if !diff.missing.is_empty() {
+                missing.push(DocRevs {
+                    id: d.id.clone(),
+                    revs: revs_strings(&diff.missing),
+                });
+            }
+        }
+        Ok(Response::new(RevsDiffResponse { missing }))
+    }
+
+    async fn fetch_revs(
+        &self,
+        req: Request<FetchRevsRequest>,
+    ) -> Result<Response<FetchRevsResponse>, Status> {
+        let req = req.into_inner();
+        self.check_count(req.docs.len())?;
+        let db = self.db(&req.db)?;
+        let mut out = FetchRevsResponse::default();
+        for d in &req.docs {
+            let (id, revs) = parse_doc_revs(d)?;
+            let mut gone = Vec::new();
+            for r in db
+                .open_revs(&id, &OpenRevs::Revs(revs), true, true)
+                .map_err(to_status)?
+            {
+                match r {
+                    OpenRev::Ok(doc) => out.revisions.push(Revision {
+                        id: doc.id.to_string(),
+                        path: revs_strings(
+                            doc.revisions.as_deref().unwrap_or(std::slice::from_ref(&doc.rev)),
+                        ),
+                        deleted: doc.deleted,
+                        body: doc.body.into(),
+                    }),
+                    OpenRev::Missing(rev) => gone.push(rev.to_string()),
+                }
+            }
+            if !gone.is_empty() {
+                out.missing.push(DocRevs {
+                    id: d.id.clone(),
+                    revs: gone,
+                });
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn write_revs(
+        &self,
+        req: Request<WriteRevsRequest>,
+    ) -> Result<Response<WriteRevsResponse>, Status> {
+        let req = req.into_inner();
+        self.check_count(req.revisions.len())?;
+        let db = self.db(&req.db)?;
+        let mut errors = Vec::new();
+        let mut docs = Vec::with_capacity(req.revisions.len());
+        for r in req.revisions {
+            let parsed = DocId::new(&r.id).and_then(|id| {
+                Ok(Replicated {
+                    id,
+                    path: r.path.iter().map(|p| p.parse()).collect::<Result<_, _>>()?,
+                    deleted: r.deleted,
+                    body: r.body.to_vec(),
+                })
+            });
+            match parsed {
+                Ok(d) => docs.push(d),
+                Err(e) => errors.push(WriteError {
+                    id: r.id,
+                    rev: r.path.first().cloned().unwrap_or_default(),
+                    error: "bad_request".into(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        let keys: Vec<(String, String)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d.id.to_string(),
+                    d.path.first().map(Rev::to_string).unwrap_or_default(),
+                )
+            })
+            .collect();
+        for ((id, rev), r) in keys.into_iter().zip(db.merge(docs).await) {
+            match r {
+                Ok(_) => {}
+                // Nothing of the batch is durable: the whole call fails, to be retried.
+                Err(e @ (store::Error::Closed | store::Error::Engine(_))) => return Err(to_status(e)),
+                Err(e) => errors.push(WriteError {
+                    id,
+                    rev,
+                    error: "rejected".into(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        Ok(Response::new(WriteRevsResponse { errors }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<GetCheckpointRequest>,
+    ) -> Result<Response<GetCheckpointResponse>, Status> {
+        let req = req.into_inner();
+        let db = self.db(&req.db)?;
+        let id = LocalId::new(&req.replication_id).map_err(to_status)?;
+        match db.get_local(&id) {
+            Ok(doc) => Ok(Response::new(GetCheckpointResponse {
+                found: true,
+                rev: doc.rev,
+                body: doc.body.into(),
+            })),
+            Err(store::Error::NotFound { .. }) => Ok(Response::new(GetCheckpointResponse::default())),
+            Err(e) => Err(to_status(e)),
+        }
+    }
+
+    async fn put_checkpoint(
+        &self,
+        req: Request<PutCheckpointRequest>,
+    ) -> Result<Response<PutCheckpointResponse>, Status> {
+        let req = req.into_inner();
+        let db = self.db(&req.db)?;
+        let id = LocalId::new(&req.replication_id).map_err(to_status)?;
+        let body = store::DocInput::parse_local(&req.body, self.shared.store.options().max_document_size)
+            .map_err(to_status)?
+            .body;
+        let rev = db.put_local(&id, req.rev, body).await.map_err(to_status)?;
+        Ok(Response::new(PutCheckpointResponse { rev }))
+    }
+}

@@ -1,0 +1,121 @@
+//! API errors and their CouchDB `{"error","reason"}` responses: the one place
+//! where a store error becomes an HTTP status.
+
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use super::body::{json, Body};
+
+/// An error answer: status, CouchDB error name and a reason.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    reason: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            error,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", reason)
+    }
+
+    pub fn query(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "query_parse_error", reason)
+    }
+
+    pub fn not_found(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", reason)
+    }
+
+    pub fn method_not_allowed(allowed: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("Only {allowed} allowed"),
+        )
+    }
+
+    pub fn too_large(size: usize, limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body of {size} bytes exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = self.error, reason = %self.reason, "request failed");
+        }
+        json(
+            self.status,
+            &ErrorBody {
+                error: self.error,
+                reason: &self.reason,
+            },
+        )
+    }
+
+    /// The `{"error","reason"}` pair for per-document results in bulk answers.
+    pub fn parts(&self) -> (&'static str, &str) {
+        (self.error, &self.reason)
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> ApiError {
+        use store::Error as E;
+        let reason = e.to_string();
+        match e {
+            E::InvalidDbName { name, .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "illegal_database_name",
+                format!(
+                    "Name: '{name}'. Only lowercase characters (a-z), digits (0-9), and any of the \
+                     characters _, $, (, ), +, -, and / are allowed. Must begin with a letter."
+                ),
+            ),
+            E::InvalidDocId { .. } | E::InvalidRev { .. } | E::InvalidRevisions { .. } => {
+                ApiError::bad_request(reason)
+            }
+            E::InvalidDocument { reason } => {
+                if reason.starts_with("Bad special document member") {
+                    ApiError::new(StatusCode::BAD_REQUEST, "doc_validation", reason)
+                } else {
+                    ApiError::bad_request(reason)
+                }
+            }
+            E::DocumentTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", reason)
+            }
+            E::DbNotFound { .. } => ApiError::not_found("Database does not exist."),
+            E::DbExists { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "file_exists",
+                "The database could not be created, the file already exists.",
+            ),
+            E::NotFound { reason, .. } => ApiError::not_found(reason),
+            E::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", "Document update conflict.")
+            }
+            E::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", reason),
+            E::Locked { .. } | E::UnsupportedFormat { .. } | E::Corrupt { .. } | E::Engine(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error", reason)
+            }
+        }
+    }
+}

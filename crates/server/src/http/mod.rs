@@ -1,0 +1,100 @@
+//! The CouchDB-compatible HTTP API.
+
+mod body;
+mod bulk;
+mod changes;
+mod db;
+mod doc;
+mod error;
+mod local;
+mod query;
+mod replicate;
+mod router;
+mod server_info;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::node::Shared;
+pub(crate) use body::Body;
+use router::Endpoint;
+
+/// Accepts connections until shutdown, then waits (bounded) for in-flight requests.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let limits = &shared.config.limits;
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        // Waiting for a permit before accepting is the connection limit: excess
+        // clients queue in the kernel's backlog instead of exhausting memory.
+        let permit = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = shared.clone();
+        let service = service_fn(move |req| {
+            let shared = shared2.clone();
+            async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = shared.config.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "HTTP connections still open after the grace period; closing"
+        );
+    }
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let endpoint = Endpoint::parse(req.method(), req.uri());
+    let label = endpoint.as_ref().map_or("unknown", Endpoint::label);
+    let method = req.method().clone();
+    let response = match endpoint {
+        Ok(e) => match e.handle(shared, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+        Err(e) => e.into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "endpoint" => label, "method" => method.to_string(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "endpoint" => label)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

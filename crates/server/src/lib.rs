@@ -1,0 +1,26 @@
+//! Serves a Sessionfleet [`store::Store`] over a CouchDB-compatible HTTP API
+//! (hyper) and the gRPC `Sessions` API (tonic), with input bounds and metrics.
+//!
+//! It must not know RocksDB keys (it only calls the store's API) nor the syntax
+//! of topology files (roles hand it a [`ServerConfig`]).
+//!
+//! Layout:
+//! - [`config`]: listen addresses and input bounds;
+//! - [`node`]: starting and stopping a serving node;
+//! - `http`: the CouchDB API — `router` parses a request into an `Endpoint`,
+//!   then one module per resource handles it (`server_info`, `db`, `doc`,
+//!   `bulk`, `changes`, `local`); `error` maps errors to CouchDB bodies;
+//! - `grpc`: the `Sessions` service and the error-to-`Status` mapping;
+//! - `replications`: `_replicate` and `_replicator` jobs (the engine is the
+//!   `replicator` crate's) and their `_active_tasks` progress;
+//! - `metrics`: the Prometheus recorder behind `GET /_metrics`.
+
+pub mod config;
+mod grpc;
+mod http;
+mod metrics;
+pub mod node;
+mod replications;
+
+pub use config::{Limits, ServerConfig};
+pub use node::{Node, NodeHandle};

@@ -1,0 +1,107 @@
+//! A serving node: the store behind HTTP and gRPC listeners, started and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::replications::Replications;
+use crate::{grpc, http};
+
+/// What every handler can reach.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub config: ServerConfig,
+    pub started: Instant,
+    /// Cancelled on shutdown: long-lived feeds end themselves.
+    pub shutdown: CancellationToken,
+    /// Replications run on request (`_replicate`, `_replicator`).
+    pub replications: Arc<Replications>,
+}
+
+/// A node about to serve: bind first (so callers learn the real ports), then run.
+pub struct Node;
+
+/// A running node.
+pub struct NodeHandle {
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The bound gRPC address.
+    pub grpc_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Failure to start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Node {
+    /// Binds both listeners and starts serving `store`.
+    pub async fn start(store: Store, config: ServerConfig) -> Result<NodeHandle, StartError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let http_listener = bind(config.http_addr).await?;
+        let grpc_listener = bind(config.grpc_addr).await?;
+        let local =
+            |l: &TcpListener, addr| l.local_addr().map_err(|source| StartError::Bind { addr, source });
+        let http_addr = local(&http_listener, config.http_addr)?;
+        let grpc_addr = local(&grpc_listener, config.grpc_addr)?;
+        crate::metrics::handle();
+        let shutdown = CancellationToken::new();
+        let replications = Arc::new(Replications::new(store.clone(), shutdown.clone()));
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            started: Instant::now(),
+            shutdown: shutdown.clone(),
+            replications: replications.clone(),
+        });
+        let tasks = vec![
+            tokio::spawn(http::serve(http_listener, shared.clone())),
+            tokio::spawn(grpc::serve(grpc_listener, shared)),
+            tokio::spawn(replications.follow_replicator_db()),
+        ];
+        tracing::info!(%http_addr, %grpc_addr, "node serving");
+        Ok(NodeHandle {
+            http_addr,
+            grpc_addr,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+impl NodeHandle {
+    /// Stops accepting, lets in-flight requests finish (bounded by the grace
+    /// period), ends open feeds, and returns when both listeners are closed.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        tracing::info!("node stopped");
+    }
+
+    /// A token cancelled when the node shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}

@@ -1,0 +1,120 @@
+//! `sessionfleet hub`: run the central node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use server::{Limits, ServerConfig};
+use store::{Durability, StoreOptions};
+
+/// Flags of a serving node, shared by `hub` and `spoke`.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct NodeArgs {
+    /// Directory of the node's RocksDB store (created if missing).
+    #[arg(long, env = "SESSIONFLEET_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address of the CouchDB-compatible HTTP API.
+    #[arg(long, env = "SESSIONFLEET_HTTP", default_value = "127.0.0.1:5984")]
+    pub http: SocketAddr,
+    /// Address of the gRPC API (Sessions, Replication).
+    #[arg(long, env = "SESSIONFLEET_GRPC", default_value = "127.0.0.1:6984")]
+    pub grpc: SocketAddr,
+    /// When writes are acknowledged: `sync` (after fsync; the default) or
+    /// `buffered` (after the OS has them; tests only: loses writes on power loss).
+    #[arg(long, env = "SESSIONFLEET_DURABILITY", value_enum, default_value_t = DurabilityArg::Sync)]
+    pub durability: DurabilityArg,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "SESSIONFLEET_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest document, in bytes of JSON.
+    #[arg(long, env = "SESSIONFLEET_MAX_DOCUMENT_BYTES", default_value_t = 1 << 20)]
+    pub max_document_bytes: usize,
+    /// Most documents or ids in one bulk request.
+    #[arg(long, env = "SESSIONFLEET_MAX_BULK_DOCS", default_value_t = 10_000)]
+    pub max_bulk_docs: usize,
+    /// Most concurrent HTTP connections.
+    #[arg(long, env = "SESSIONFLEET_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds allowed for a client to send request headers (also the keep-alive idle limit).
+    #[arg(long, env = "SESSIONFLEET_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds allowed to receive a whole request body.
+    #[arg(long, env = "SESSIONFLEET_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// Seconds between expiry sweeps (0 disables the sweeper).
+    #[arg(long, env = "SESSIONFLEET_SWEEP_SECS", default_value_t = 60)]
+    pub sweep_secs: u64,
+    /// RocksDB block cache, in MiB.
+    #[arg(long, env = "SESSIONFLEET_CACHE_MIB", default_value_t = 256)]
+    pub cache_mib: usize,
+    /// Seconds shutdown waits for in-flight requests.
+    #[arg(long, env = "SESSIONFLEET_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// `--durability` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DurabilityArg {
+    /// Acknowledge after the WAL is fsynced (group-committed).
+    Sync,
+    /// Acknowledge after the OS has the write (tests and benchmarks only).
+    Buffered,
+}
+
+impl NodeArgs {
+    pub fn server_config(&self, node_name: String) -> ServerConfig {
+        ServerConfig {
+            http_addr: self.http,
+            grpc_addr: self.grpc,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_bulk_docs: self.max_bulk_docs,
+                header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+                body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
+                max_connections: self.max_connections.max(1),
+                ..Limits::default()
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            node_name,
+        }
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            durability: match self.durability {
+                DurabilityArg::Sync => Durability::Sync,
+                DurabilityArg::Buffered => Durability::Buffered,
+            },
+            max_document_size: self.max_document_bytes,
+            sweep_interval: (self.sweep_secs > 0).then(|| Duration::from_secs(self.sweep_secs)),
+            cache_bytes: self.cache_mib << 20,
+            ..StoreOptions::default()
+        }
+    }
+}
+
+/// `sessionfleet hub` flags.
+#[derive(Args, Debug)]
+pub(crate) struct HubArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// This hub's name, shown by `GET /`.
+    #[arg(long, env = "SESSIONFLEET_NODE", default_value = "hub")]
+    pub name: String,
+}
+
+pub(crate) async fn run(args: HubArgs) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown_on_signals()?;
+    let config = hub::HubConfig {
+        data_dir: args.node.data_dir.clone(),
+        server: args.node.server_config(args.name.clone()),
+        store: args.node.store_options(),
+    };
+    hub::run(config, shutdown, |http, grpc| {
+        // One line on stdout that scripts and tests can wait for.
+        println!("ready http={http} grpc={grpc}");
+    })
+    .await?;
+    Ok(())
+}

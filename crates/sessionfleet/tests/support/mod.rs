@@ -1,0 +1,202 @@
+//! Real `sessionfleet` processes for multi-process tests: start on 127.0.0.x
+//! ports with real data directories, wait for readiness, SIGTERM or SIGKILL.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sessionfleet");
+
+/// A free port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// A running `sessionfleet` process.
+pub struct Proc {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `sessionfleet <args>` and waits for its `ready` line.
+    pub fn must_start(args: Vec<String>, http: SocketAddr, grpc: SocketAddr, data_dir: &Path) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("SESSIONFLEET_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let ready = rx.recv_timeout(Duration::from_secs(30));
+        match ready {
+            Ok(line) if line.starts_with("ready ") => {}
+            other => {
+                let _ = child.kill();
+                panic!("sessionfleet {args:?} did not become ready: {other:?}");
+            }
+        }
+        Proc {
+            child,
+            http,
+            grpc,
+            data_dir: data_dir.to_owned(),
+            args,
+        }
+    }
+
+    /// Starts a standalone hub.
+    pub fn must_start_hub(data_dir: &Path) -> Proc {
+        let (http, grpc) = (free_addr(), free_addr());
+        let args = vec![
+            "hub".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--http".into(),
+            http.to_string(),
+            "--grpc".into(),
+            grpc.to_string(),
+        ];
+        Proc::must_start(args, http, grpc, data_dir)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().expect("wait for child")
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same command again (same ports, same data directory).
+    pub fn must_restart(&self) -> Proc {
+        Proc::must_start(self.args.clone(), self.http, self.grpc, &self.data_dir)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a spoke replicating `databases` with the hub at `hub_grpc`.
+pub fn must_start_spoke(data_dir: &Path, hub_grpc: SocketAddr, datacentre: &str, extra: &[&str]) -> Proc {
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut args: Vec<String> = vec![
+        "spoke".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--http".into(),
+        http.to_string(),
+        "--grpc".into(),
+        grpc.to_string(),
+        "--hub".into(),
+        format!("http://{hub_grpc}"),
+        "--datacentre".into(),
+        datacentre.into(),
+        "--backoff-initial-ms".into(),
+        "50".into(),
+        "--backoff-max-ms".into(),
+        "500".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::must_start(args, http, grpc, data_dir)
+}
+
+/// A small JSON-over-HTTP client for tests.
+#[derive(Clone, Default)]
+pub struct Http(reqwest::Client);
+
+impl Http {
+    pub async fn req(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = self
+            .0
+            .request(method.parse().expect("method"), url)
+            .timeout(Duration::from_secs(30));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        match r.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                (
+                    status,
+                    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                )
+            }
+            Err(_) => (0, serde_json::Value::Null),
+        }
+    }
+
+    pub async fn must(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<serde_json::Value>,
+        want: u16,
+    ) -> serde_json::Value {
+        let (status, v) = self.req(method, url, body).await;
+        assert_eq!(status, want, "{method} {url} -> {v}");
+        v
+    }
+}
+
+/// Polls `check` until it returns true or `within` passes; panics with `what`.
+pub async fn must_eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Proc {
+    /// Sends a signal (SIGSTOP/SIGCONT to freeze and thaw, say).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
