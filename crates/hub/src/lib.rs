@@ -7,12 +7,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use server::fleet::ExpectedSpoke;
 use server::{Node, ServerConfig};
 use store::{Store, StoreOptions};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Everything a hub needs to run.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct HubConfig {
     /// The RocksDB directory.
     pub data_dir: PathBuf,
@@ -20,6 +22,9 @@ pub struct HubConfig {
     pub server: ServerConfig,
     /// Store options (durability, limits, sweeper).
     pub store: StoreOptions,
+    /// The fleet's name and the spokes it should have, kept current as the
+    /// topology changes (for the status page); `None` when standalone.
+    pub fleet: Option<watch::Receiver<(String, Vec<ExpectedSpoke>)>>,
 }
 
 /// Why a hub could not run.
@@ -52,6 +57,25 @@ pub async fn run(
     })?;
     let node = Node::start(store.clone(), config.server.clone()).await?;
     ready(node.http_addr, node.grpc_addr);
+    if let Some(mut rx) = config.fleet.clone() {
+        let fleet = node.fleet();
+        let (name, spokes) = rx.borrow_and_update().clone();
+        fleet.set_expected(name, spokes);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = rx.changed() => {
+                        if r.is_err() { return; }
+                        let (name, spokes) = rx.borrow_and_update().clone();
+                        tracing::info!(spokes = spokes.len(), "topology changed: expected spokes updated");
+                        fleet.set_expected(name, spokes);
+                    }
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     node.shutdown().await;

@@ -290,6 +290,7 @@ impl Peer for GrpcPeer {
         let req = WriteRevsRequest {
             db: self.db.clone(),
             revisions: docs.into_iter().map(to_revision).collect(),
+            peer: self.me.clone(),
         };
         let r = self
             .client

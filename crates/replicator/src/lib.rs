@@ -30,3 +30,5 @@ pub use http::HttpPeer;
 pub use local::LocalPeer;
 pub use peer::{Peer, PeerError, Seq};
 pub use status::{ReplicationState, ReplicationStatus};
+/// The connection type [`GrpcPeer::channel`] makes.
+pub use tonic::transport::Channel;

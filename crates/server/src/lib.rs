@@ -11,11 +11,13 @@
 //!   then one module per resource handles it (`server_info`, `db`, `doc`,
 //!   `bulk`, `changes`, `local`); `error` maps errors to CouchDB bodies;
 //! - `grpc`: the `Sessions` service and the error-to-`Status` mapping;
+//! - [`fleet`]: the hub's view of the spokes, behind `/_fleet`;
 //! - `replications`: `_replicate` and `_replicator` jobs (the engine is the
 //!   `replicator` crate's) and their `_active_tasks` progress;
 //! - `metrics`: the Prometheus recorder behind `GET /_metrics`.
 
 pub mod config;
+pub mod fleet;
 mod grpc;
 mod http;
 mod metrics;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
+use crate::fleet::Fleet;
 use crate::replications::Replications;
 use crate::{grpc, http};
 
@@ -22,6 +23,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Replications run on request (`_replicate`, `_replicator`).
     pub replications: Arc<Replications>,
+    /// The spokes seen dialling in, and those expected.
+    pub fleet: Arc<Fleet>,
 }
 
 /// A node about to serve: bind first (so callers learn the real ports), then run.
@@ -35,6 +38,7 @@ pub struct NodeHandle {
     pub grpc_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    fleet: Arc<Fleet>,
 }
 
 /// Failure to start serving.
@@ -67,12 +71,14 @@ impl Node {
         crate::metrics::handle();
         let shutdown = CancellationToken::new();
         let replications = Arc::new(Replications::new(store.clone(), shutdown.clone()));
+        let fleet = Arc::new(Fleet::default());
         let shared = Arc::new(Shared {
             store,
             config,
             started: Instant::now(),
             shutdown: shutdown.clone(),
             replications: replications.clone(),
+            fleet: fleet.clone(),
         });
         let tasks = vec![
             tokio::spawn(http::serve(http_listener, shared.clone())),
@@ -85,6 +91,7 @@ impl Node {
             grpc_addr,
             shutdown,
             tasks,
+            fleet,
         })
     }
 }
@@ -98,6 +105,11 @@ impl NodeHandle {
             let _ = t.await;
         }
         tracing::info!("node stopped");
+    }
+
+    /// The fleet view behind the status page; roles set the expected spokes.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.fleet.clone()
     }
 
     /// A token cancelled when the node shuts down.

@@ -11,15 +11,20 @@ use store::{Durability, StoreOptions};
 /// Flags of a serving node, shared by `hub` and `spoke`.
 #[derive(Args, Clone, Debug)]
 pub(crate) struct NodeArgs {
+    /// The fleet's topology file: this node's addresses, data directory and
+    /// (for spokes) what to replicate come from it; flags override. Re-read when
+    /// it changes and on SIGHUP.
+    #[arg(long, env = "SESSIONFLEET_TOPOLOGY")]
+    pub topology: Option<PathBuf>,
     /// Directory of the node's RocksDB store (created if missing).
     #[arg(long, env = "SESSIONFLEET_DATA_DIR")]
-    pub data_dir: PathBuf,
-    /// Address of the CouchDB-compatible HTTP API.
-    #[arg(long, env = "SESSIONFLEET_HTTP", default_value = "127.0.0.1:5984")]
-    pub http: SocketAddr,
-    /// Address of the gRPC API (Sessions, Replication).
-    #[arg(long, env = "SESSIONFLEET_GRPC", default_value = "127.0.0.1:6984")]
-    pub grpc: SocketAddr,
+    pub data_dir: Option<PathBuf>,
+    /// Address of the CouchDB-compatible HTTP API [default: from the topology].
+    #[arg(long, env = "SESSIONFLEET_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Address of the gRPC API (Sessions, Replication) [default: from the topology].
+    #[arg(long, env = "SESSIONFLEET_GRPC")]
+    pub grpc: Option<SocketAddr>,
     /// When writes are acknowledged: `sync` (after fsync; the default) or
     /// `buffered` (after the OS has them; tests only: loses writes on power loss).
     #[arg(long, env = "SESSIONFLEET_DURABILITY", value_enum, default_value_t = DurabilityArg::Sync)]
@@ -62,11 +67,42 @@ pub(crate) enum DurabilityArg {
     Buffered,
 }
 
+/// Where a node listens and keeps its data, once flags and topology are merged.
+pub(crate) struct Placement {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
 impl NodeArgs {
-    pub fn server_config(&self, node_name: String) -> ServerConfig {
+    /// Flags first, then the topology's entry for this node.
+    pub fn place(
+        &self,
+        from_topology: Option<(SocketAddr, SocketAddr, Option<PathBuf>)>,
+    ) -> anyhow::Result<Placement> {
+        let (th, tg, td) = match from_topology {
+            Some((h, g, d)) => (Some(h), Some(g), d),
+            None => (None, None, None),
+        };
+        Ok(Placement {
+            http: self
+                .http
+                .or(th)
+                .ok_or_else(|| anyhow::anyhow!("--http is required without --topology"))?,
+            grpc: self
+                .grpc
+                .or(tg)
+                .ok_or_else(|| anyhow::anyhow!("--grpc is required without --topology"))?,
+            data_dir: self.data_dir.clone().or(td).ok_or_else(|| {
+                anyhow::anyhow!("--data-dir is required (the topology names no data_dir for this node)")
+            })?,
+        })
+    }
+
+    pub fn server_config(&self, placement: &Placement, node_name: String) -> ServerConfig {
         ServerConfig {
-            http_addr: self.http,
-            grpc_addr: self.grpc,
+            http_addr: placement.http,
+            grpc_addr: placement.grpc,
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_bulk_docs: self.max_bulk_docs,
@@ -99,17 +135,38 @@ impl NodeArgs {
 pub(crate) struct HubArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// This hub's name, shown by `GET /`.
-    #[arg(long, env = "SESSIONFLEET_NODE", default_value = "hub")]
-    pub name: String,
+    /// This hub's name, shown by `GET /` [default: the topology's, else "hub"].
+    #[arg(long, env = "SESSIONFLEET_NODE")]
+    pub name: Option<String>,
 }
 
 pub(crate) async fn run(args: HubArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_on_signals()?;
+    let watcher = args
+        .node
+        .topology
+        .as_deref()
+        .map(crate::topology_link::follow)
+        .transpose()?;
+    let topo = watcher.as_ref().map(|w| w.current());
+    let placement = args.node.place(
+        topo.as_ref()
+            .map(|t| (t.hub.http, t.hub.grpc, t.hub.data_dir.clone())),
+    )?;
+    let name = args
+        .name
+        .clone()
+        .or(topo.as_ref().map(|t| t.hub.name.to_string()))
+        .unwrap_or_else(|| "hub".into());
+    let fleet = watcher
+        .as_ref()
+        .map(|w| crate::topology_link::derive(w, |t| Some(crate::topology_link::expected_spokes(t))))
+        .transpose()?;
     let config = hub::HubConfig {
-        data_dir: args.node.data_dir.clone(),
-        server: args.node.server_config(args.name.clone()),
+        data_dir: placement.data_dir.clone(),
+        server: args.node.server_config(&placement, name),
         store: args.node.store_options(),
+        fleet,
     };
     hub::run(config, shutdown, |http, grpc| {
         // One line on stdout that scripts and tests can wait for.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use replicator::backoff::Backoff;
-use spoke::{ReplicatedDb, SpokeConfig};
+use spoke::{ReplicatedDb, ReplicationPlan, SpokeConfig};
 use store::{DbName, DbOptions};
 
 use crate::cmd_hub::NodeArgs;
@@ -15,17 +15,19 @@ use crate::cmd_hub::NodeArgs;
 pub(crate) struct SpokeArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// The hub's gRPC URL, e.g. http://10.0.0.1:6984.
+    /// The hub's gRPC URL, e.g. http://10.0.0.1:6984 [default: from the topology].
     #[arg(long, env = "SESSIONFLEET_HUB")]
-    pub hub: String,
+    pub hub: Option<String>,
     /// This spoke's datacentre.
     #[arg(long, env = "SESSIONFLEET_DATACENTRE")]
     pub datacentre: String,
-    /// This spoke's node name (defaults to the datacentre's name).
+    /// This spoke's node name [default: the datacentre's first spoke in the
+    /// topology, else the datacentre's name].
     #[arg(long = "node", env = "SESSIONFLEET_NODE")]
     pub node_name: Option<String>,
-    /// A database to replicate with the hub (repeat for several).
-    #[arg(long = "database", default_value = "sessions")]
+    /// A database to replicate with the hub (repeat for several) [default: the
+    /// topology's databases, else "sessions"].
+    #[arg(long = "database")]
     pub databases: Vec<String>,
     /// Body member holding each session's expiry time (unix seconds), for
     /// databases this spoke creates.
@@ -50,42 +52,143 @@ pub(crate) struct SpokeArgs {
 
 pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_on_signals()?;
-    let node_name = args.node_name.clone().unwrap_or_else(|| args.datacentre.clone());
-    let databases = args
-        .databases
-        .iter()
-        .map(|name| {
-            Ok(ReplicatedDb {
-                name: DbName::new(name).with_context(|| format!("--database {name}"))?,
-                options: DbOptions {
-                    revs_limit: args.revs_limit,
-                    expiry_field: args.expiry_field.clone(),
-                },
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let watcher = args
+        .node
+        .topology
+        .as_deref()
+        .map(crate::topology_link::follow)
+        .transpose()?;
+    let topo = watcher.as_ref().map(|w| w.current());
+    // This spoke's entry: named by --node, or the datacentre's first spoke.
+    let entry = match &topo {
+        Some(t) => {
+            let dc = t
+                .datacentre(&args.datacentre)
+                .ok_or_else(|| anyhow::anyhow!("the topology has no datacentre {:?}", args.datacentre))?;
+            let spoke = match &args.node_name {
+                Some(n) => dc.spokes.iter().find(|s| s.name.as_str() == n),
+                None => dc.spokes.first(),
+            }
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "datacentre {} has no spoke {:?} in the topology",
+                    args.datacentre,
+                    args.node_name
+                )
+            })?;
+            Some(spoke.clone())
+        }
+        None => None,
+    };
+    let placement = args
+        .node
+        .place(entry.as_ref().map(|s| (s.http, s.grpc, s.data_dir.clone())))?;
+    let node_name = args
+        .node_name
+        .clone()
+        .or(entry.as_ref().map(|s| s.name.to_string()))
+        .unwrap_or_else(|| args.datacentre.clone());
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+
+    // Flags override the topology's plan; without a topology they are the plan.
+    let overrides = PlanOverrides::from(&args)?;
+    let (plan, plan_updates) = match &watcher {
+        Some(w) => {
+            let dc = args.datacentre.clone();
+            let o = overrides.clone();
+            let rx = crate::topology_link::derive(w, move |t| {
+                crate::topology_link::spoke_plan(t, &dc).map(|p| o.apply(p))
+            })?;
+            let first = rx.borrow().clone();
+            (first, Some(rx))
+        }
+        None => (overrides.apply(overrides.standalone_plan()?), None),
+    };
     let config = SpokeConfig {
         datacentre: args.datacentre.clone(),
         node: node_name.clone(),
-        data_dir: args.node.data_dir.clone(),
+        data_dir: placement.data_dir.clone(),
         server: args
             .node
-            .server_config(format!("spoke {}/{node_name}", args.datacentre)),
+            .server_config(&placement, format!("spoke {}/{node_name}", args.datacentre)),
         store: args.node.store_options(),
-        hub_grpc: args.hub.clone(),
-        databases,
-        batch_size: args.batch_size,
-        backoff: Backoff {
-            initial: Duration::from_millis(args.backoff_initial_ms.max(1)),
-            max: Duration::from_millis(args.backoff_max_ms.max(args.backoff_initial_ms.max(1))),
-        },
-        checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms),
-        connect_timeout: Duration::from_secs(2),
+        plan,
+        plan_updates,
     };
     spoke::run(config, shutdown, |http, grpc, _| {
         println!("ready http={http} grpc={grpc}")
     })
     .await?;
     Ok(())
+}
+
+/// What the flags say about replication, to lay over the topology's plan.
+#[derive(Clone, Debug)]
+struct PlanOverrides {
+    hub: Option<String>,
+    databases: Vec<ReplicatedDb>,
+    batch_size: usize,
+    backoff: Backoff,
+    checkpoint_interval: Duration,
+}
+
+impl PlanOverrides {
+    fn from(args: &SpokeArgs) -> anyhow::Result<PlanOverrides> {
+        let databases = args
+            .databases
+            .iter()
+            .map(|name| {
+                Ok(ReplicatedDb {
+                    name: DbName::new(name).with_context(|| format!("--database {name}"))?,
+                    options: DbOptions {
+                        revs_limit: args.revs_limit,
+                        expiry_field: args.expiry_field.clone(),
+                    },
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(PlanOverrides {
+            hub: args.hub.clone(),
+            databases,
+            batch_size: args.batch_size,
+            backoff: Backoff {
+                initial: Duration::from_millis(args.backoff_initial_ms.max(1)),
+                max: Duration::from_millis(args.backoff_max_ms.max(args.backoff_initial_ms.max(1))),
+            },
+            checkpoint_interval: Duration::from_millis(args.checkpoint_interval_ms),
+        })
+    }
+
+    fn standalone_plan(&self) -> anyhow::Result<ReplicationPlan> {
+        let hub = self
+            .hub
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--hub is required without --topology"))?;
+        let databases = if self.databases.is_empty() {
+            vec![ReplicatedDb {
+                name: DbName::new("sessions")?,
+                options: DbOptions::default(),
+            }]
+        } else {
+            self.databases.clone()
+        };
+        Ok(ReplicationPlan {
+            hub_grpc: hub,
+            databases,
+            batch_size: self.batch_size,
+            backoff: self.backoff,
+            checkpoint_interval: self.checkpoint_interval,
+            connect_timeout: Duration::from_secs(2),
+        })
+    }
+
+    fn apply(&self, mut plan: ReplicationPlan) -> ReplicationPlan {
+        if let Some(h) = &self.hub {
+            plan.hub_grpc = h.clone();
+        }
+        if !self.databases.is_empty() {
+            plan.databases = self.databases.clone();
+        }
+        plan
+    }
 }

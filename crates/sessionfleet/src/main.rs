@@ -3,8 +3,10 @@
 
 mod cmd_bench;
 mod cmd_client;
+mod cmd_demo;
 mod cmd_hub;
 mod cmd_spoke;
+mod topology_link;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -19,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a local demo fleet (hub + two spokes) and a scripted tour of it.
+    Demo(cmd_demo::DemoArgs),
     /// Run a hub: the central node (standalone when no spokes connect).
     Hub(cmd_hub::HubArgs),
     /// Run a spoke: a datacentre's node, replicating continuously with the hub.
@@ -29,6 +33,9 @@ enum Command {
     Put(cmd_client::PutArgs),
     /// Delete a session through the edge-client.
     Delete(cmd_client::DeleteArgs),
+    /// Check, show or render (ansible inventory) a topology file.
+    #[command(subcommand)]
+    Topology(topology::cli::TopologyCommand),
     /// Load-test a running node (closed loop, HDR latency percentiles).
     Bench(cmd_bench::BenchArgs),
 }
@@ -45,8 +52,19 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Hub(args) => cmd_hub::run(args).await,
+            Command::Demo(args) => cmd_demo::run(args).await,
             Command::Spoke(args) => cmd_spoke::run(args).await,
             Command::Bench(args) => cmd_bench::run(args).await,
+            Command::Topology(cmd) => match topology::cli::run(&cmd) {
+                Ok(text) => {
+                    println!("{text}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            },
             Command::Get(args) => cmd_client::get(args).await,
             Command::Put(args) => cmd_client::put(args).await,
             Command::Delete(args) => cmd_client::delete(args).await,

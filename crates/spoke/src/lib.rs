@@ -3,21 +3,23 @@
 //! runs a continuous push (local → hub) and pull (hub → local), each over one
 //! long-lived HTTP/2 connection, resuming from checkpoints after any failure.
 //!
-//! It owns the role's wiring and must not know storage internals or the
-//! replication protocol's details.
+//! It owns the role's wiring — including following topology changes, which
+//! restart the replications (they resume from checkpoints) — and must not know
+//! storage internals or the replication protocol's details.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use replicator::backoff::Backoff;
-use replicator::{GrpcPeer, LocalPeer, Replication, ReplicationSpec, ReplicationStatus};
+use replicator::{Channel, GrpcPeer, LocalPeer, Peer, Replication, ReplicationSpec, ReplicationStatus};
 use server::{Node, ServerConfig};
 use store::{DbName, DbOptions, Store, StoreOptions};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// A database the spoke replicates, with the options it is created with.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicatedDb {
     /// Its name.
     pub name: DbName,
@@ -25,19 +27,10 @@ pub struct ReplicatedDb {
     pub options: DbOptions,
 }
 
-/// Everything a spoke needs to run.
-#[derive(Clone, Debug)]
-pub struct SpokeConfig {
-    /// This spoke's datacentre.
-    pub datacentre: String,
-    /// This spoke's name within the fleet.
-    pub node: String,
-    /// The RocksDB directory.
-    pub data_dir: PathBuf,
-    /// Listen addresses and limits.
-    pub server: ServerConfig,
-    /// Store options.
-    pub store: StoreOptions,
+/// What the spoke replicates with the hub, and how. A new plan (a topology
+/// reload) replaces the running replications; they resume from checkpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicationPlan {
     /// The hub's gRPC URL, e.g. `http://10.0.0.1:6984`.
     pub hub_grpc: String,
     /// The databases to replicate.
@@ -50,6 +43,25 @@ pub struct SpokeConfig {
     pub checkpoint_interval: Duration,
     /// Connection timeout towards the hub.
     pub connect_timeout: Duration,
+}
+
+/// Everything a spoke needs to run.
+#[derive(Debug)]
+pub struct SpokeConfig {
+    /// This spoke's datacentre.
+    pub datacentre: String,
+    /// This spoke's name within the fleet.
+    pub node: String,
+    /// The RocksDB directory.
+    pub data_dir: PathBuf,
+    /// Listen addresses and limits.
+    pub server: ServerConfig,
+    /// Store options.
+    pub store: StoreOptions,
+    /// What to replicate.
+    pub plan: ReplicationPlan,
+    /// New plans, as the topology changes.
+    pub plan_updates: Option<watch::Receiver<ReplicationPlan>>,
 }
 
 /// Why a spoke could not run.
@@ -79,7 +91,7 @@ pub enum SpokeError {
 /// Runs a spoke until `shutdown`; `ready` receives the bound addresses and the
 /// replications' statuses once serving.
 pub async fn run(
-    config: SpokeConfig,
+    mut config: SpokeConfig,
     shutdown: CancellationToken,
     ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr, Vec<Arc<ReplicationStatus>>),
 ) -> Result<(), SpokeError> {
@@ -87,79 +99,42 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    for db in &config.databases {
-        match store.create_db(&db.name, db.options.clone()).await {
-            Ok(()) | Err(store::Error::DbExists { .. }) => {}
-            Err(source) => {
-                return Err(SpokeError::Store {
-                    path: config.data_dir.clone(),
-                    source,
-                })
-            }
-        }
-    }
     let node = Node::start(store.clone(), config.server.clone()).await?;
-    let hub_err = |e: replicator::PeerError| SpokeError::Hub {
-        url: config.hub_grpc.clone(),
-        reason: e.to_string(),
-    };
-    // One connection for all pushes and one for all pulls.
-    let push_channel = GrpcPeer::channel(&config.hub_grpc, config.connect_timeout).map_err(hub_err)?;
-    let pull_channel = GrpcPeer::channel(&config.hub_grpc, config.connect_timeout).map_err(hub_err)?;
     let me = format!("{}/{}", config.datacentre, config.node);
-    let stop = shutdown.child_token();
-    let mut replications = Vec::new();
-    for db in &config.databases {
-        let local: Arc<LocalPeer> =
-            Arc::new(LocalPeer::new(store.clone(), db.name.clone(), db.options.clone()));
-        let hub_push = Arc::new(
-            GrpcPeer::new(push_channel.clone(), &config.hub_grpc, db.name.as_str(), &me)
-                .with_create_options(db.options.clone()),
-        );
-        let hub_pull = Arc::new(
-            GrpcPeer::new(pull_channel.clone(), &config.hub_grpc, db.name.as_str(), &me)
-                .with_create_options(db.options.clone()),
-        );
-        for (direction, source, target) in [
-            (
-                "push",
-                local.clone() as Arc<dyn replicator::Peer>,
-                hub_push as Arc<dyn replicator::Peer>,
-            ),
-            (
-                "pull",
-                hub_pull as Arc<dyn replicator::Peer>,
-                local.clone() as Arc<dyn replicator::Peer>,
-            ),
-        ] {
-            let mut spec = ReplicationSpec::new(source, target, format!("{direction}:{}", db.name));
-            spec.continuous = true;
-            // Whichever direction reaches the hub first creates the database there.
-            spec.create_target = direction == "push";
-            spec.create_source = direction == "pull";
-            spec.batch_size = config.batch_size;
-            spec.backoff = config.backoff;
-            spec.checkpoint_interval = config.checkpoint_interval;
-            replications.push(Replication::start(spec, stop.clone()));
-        }
-    }
-    tracing::info!(datacentre = %config.datacentre, node = %config.node, hub = %config.hub_grpc, databases = config.databases.len(), "spoke replicating");
+    let mut plan = config.plan.clone();
+    let mut running = start_replications(&store, &plan, &me, &shutdown).await?;
+    tracing::info!(datacentre = %config.datacentre, node = %config.node, hub = %plan.hub_grpc, databases = plan.databases.len(), "spoke replicating");
     ready(
         node.http_addr,
         node.grpc_addr,
-        replications.iter().map(Replication::status).collect(),
+        running.iter().map(Replication::status).collect(),
     );
-    shutdown.cancelled().await;
-    tracing::info!("shutting down");
-    // Replications write a last checkpoint, then the node drains, then the store closes.
-    for r in replications {
-        if tokio::time::timeout(Duration::from_secs(10), r.stop())
-            .await
-            .is_err()
-        {
-            tracing::warn!("a replication did not stop within 10 s");
+    loop {
+        let next = async {
+            match config.plan_updates.as_mut() {
+                Some(rx) => match rx.changed().await {
+                    Ok(()) => Some(rx.borrow_and_update().clone()),
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(new_plan) = next => {
+                if new_plan == plan {
+                    continue;
+                }
+                tracing::info!(hub = %new_plan.hub_grpc, databases = new_plan.databases.len(), "topology changed: restarting replications");
+                stop_replications(running).await;
+                plan = new_plan;
+                running = start_replications(&store, &plan, &me, &shutdown).await?;
+            }
         }
     }
+    tracing::info!("shutting down");
+    // Replications write a last checkpoint, then the node drains, then the store closes.
+    stop_replications(running).await;
     node.shutdown().await;
     let closing = tokio::task::spawn_blocking(move || store.close());
     if tokio::time::timeout(Duration::from_secs(30), closing)
@@ -169,4 +144,68 @@ pub async fn run(
         tracing::error!("store did not close within 30 s");
     }
     Ok(())
+}
+
+async fn stop_replications(running: Vec<Replication>) {
+    for r in running {
+        if tokio::time::timeout(Duration::from_secs(10), r.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a replication did not stop within 10 s");
+        }
+    }
+}
+
+/// Creates the plan's databases locally and starts a push and a pull for each,
+/// all pushes over one connection to the hub and all pulls over another.
+async fn start_replications(
+    store: &Store,
+    plan: &ReplicationPlan,
+    me: &str,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Replication>, SpokeError> {
+    for db in &plan.databases {
+        match store.create_db(&db.name, db.options.clone()).await {
+            Ok(()) | Err(store::Error::DbExists { .. }) => {}
+            Err(source) => {
+                return Err(SpokeError::Store {
+                    path: PathBuf::new(),
+                    source,
+                })
+            }
+        }
+    }
+    let hub_err = |e: replicator::PeerError| SpokeError::Hub {
+        url: plan.hub_grpc.clone(),
+        reason: e.to_string(),
+    };
+    let push_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout).map_err(hub_err)?;
+    let pull_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout).map_err(hub_err)?;
+    let mut replications = Vec::new();
+    for db in &plan.databases {
+        let local: Arc<dyn Peer> =
+            Arc::new(LocalPeer::new(store.clone(), db.name.clone(), db.options.clone()));
+        let hub = |channel: &Channel| -> Arc<dyn Peer> {
+            Arc::new(
+                GrpcPeer::new(channel.clone(), &plan.hub_grpc, db.name.as_str(), me)
+                    .with_create_options(db.options.clone()),
+            )
+        };
+        for (direction, source, target) in [
+            ("push", local.clone(), hub(&push_channel)),
+            ("pull", hub(&pull_channel), local.clone()),
+        ] {
+            let mut spec = ReplicationSpec::new(source, target, format!("{direction}:{}", db.name));
+            spec.continuous = true;
+            // Whichever direction reaches the hub first creates the database there.
+            spec.create_target = direction == "push";
+            spec.create_source = direction == "pull";
+            spec.batch_size = plan.batch_size;
+            spec.backoff = plan.backoff;
+            spec.checkpoint_interval = plan.checkpoint_interval;
+            replications.push(Replication::start(spec, shutdown.clone()));
+        }
+    }
+    Ok(replications)
 }

@@ -14,7 +14,13 @@ pub(crate) async fn worker(
     _worker: usize,
     deadline: Instant,
 ) -> Result<WorkerResult, BenchError> {
-    let mut client = SessionsClient::connect(format!("http://{}", cfg.grpc))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.grpc))
+        .map_err(|e| BenchError::Connect {
+            addr: cfg.grpc.to_string(),
+            reason: e.to_string(),
+        })?
+        .tcp_nodelay(true);
+    let mut client = SessionsClient::connect(endpoint)
         .await
         .map_err(|e| BenchError::Connect {
             addr: cfg.grpc.to_string(),

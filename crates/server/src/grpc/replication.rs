@@ -104,7 +104,17 @@ impl Replication for ReplicationService {
         }
         let (tx, rx) = mpsc::channel(4);
         let shutdown = self.shared.shutdown.clone();
+        let fleet = self.shared.fleet.clone();
+        fleet.stream_opened(&req.peer);
+        // Closes the stream in the fleet view however the task ends.
+        struct Closed(Arc<crate::fleet::Fleet>, String);
+        impl Drop for Closed {
+            fn drop(&mut self) {
+                self.0.stream_closed(&self.1);
+            }
+        }
         tokio::spawn(async move {
+            let _closed = Closed(fleet.clone(), req.peer.clone());
             let mut since = req.since;
             let mut sub = db.subscribe();
             loop {
@@ -138,6 +148,7 @@ impl Replication for ReplicationService {
                     update_seq,
                 };
                 since = page.last_seq;
+                fleet.pulled(&req.peer, &req.db, since, update_seq);
                 if !(empty && req.continuous) && tx.send(Ok(out)).await.is_err() {
                     return;
                 }
@@ -155,6 +166,7 @@ impl Replication for ReplicationService {
                             break;
                         }
                         _ = tokio::time::sleep(HEARTBEAT) => {
+                            fleet.pulled(&req.peer, &req.db, since, db.update_seq());
                             let hb = ChangesBatch { changes: Vec::new(), last_seq: since, update_seq: db.update_seq() };
                             if tx.send(Ok(hb)).await.is_err() { return; }
                         }
@@ -229,6 +241,7 @@ impl Replication for ReplicationService {
         let req = req.into_inner();
         self.check_count(req.revisions.len())?;
         let db = self.db(&req.db)?;
+        self.shared.fleet.pushed(&req.peer);
         let mut errors = Vec::new();
         let mut docs = Vec::with_capacity(req.revisions.len());
         for r in req.revisions {

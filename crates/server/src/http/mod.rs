@@ -6,6 +6,7 @@ mod changes;
 mod db;
 mod doc;
 mod error;
+mod fleet;
 mod local;
 mod query;
 mod replicate;

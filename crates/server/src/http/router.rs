@@ -7,7 +7,7 @@ use percent_encoding::percent_decode_str;
 use super::body::Body;
 use super::error::ApiError;
 use super::query::Query;
-use super::{bulk, changes, db, doc, local, replicate, server_info};
+use super::{bulk, changes, db, doc, fleet, local, replicate, server_info};
 use crate::node::Shared;
 
 /// Every HTTP endpoint the node serves, with what the path names.
@@ -20,6 +20,8 @@ pub(crate) enum Endpoint {
     ActiveTasks,
     Metrics,
     Replicate,
+    Fleet,
+    FleetStatus,
     Db { db: String, q: Query },
     DbPost { db: String, q: Query },
     AllDocs { db: String, q: Query },
@@ -45,6 +47,8 @@ impl Endpoint {
             Endpoint::ActiveTasks => "active_tasks",
             Endpoint::Metrics => "metrics",
             Endpoint::Replicate => "replicate",
+            Endpoint::Fleet => "fleet",
+            Endpoint::FleetStatus => "fleet_status",
             Endpoint::Db { .. } => "db",
             Endpoint::DbPost { .. } => "db_post",
             Endpoint::AllDocs { .. } => "all_docs",
@@ -83,6 +87,8 @@ impl Endpoint {
             ["_active_tasks"] => Endpoint::ActiveTasks,
             ["_metrics"] => Endpoint::Metrics,
             ["_replicate"] => Endpoint::Replicate,
+            ["_fleet"] => Endpoint::Fleet,
+            ["_fleet", "status"] => Endpoint::FleetStatus,
             [s, ..] if s.starts_with('_') && *s != "_replicator" && *s != "_users" => {
                 return Err(ApiError::not_found(format!("unknown endpoint /{s}")))
             }
@@ -150,6 +156,8 @@ impl Endpoint {
             Endpoint::Metrics => {
                 only(&method, &[Method::GET, Method::HEAD]).map(|_| server_info::metrics(shared))
             }
+            Endpoint::Fleet => only(&method, &[Method::GET, Method::HEAD]).map(|_| fleet::html(shared)),
+            Endpoint::FleetStatus => only(&method, &[Method::GET, Method::HEAD]).map(|_| fleet::json(shared)),
             Endpoint::Replicate => {
                 only(&method, &[Method::POST])?;
                 replicate::handle(shared, req).await

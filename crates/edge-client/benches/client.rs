@@ -1,0 +1,123 @@
+//! The edge-client's read paths: a cache hit beside a bare moka get (the
+//! ratio is our overhead), and a miss served by a local spoke over gRPC (a
+//! real in-process node on 127.0.0.1). Run: `cargo bench --workspace --bench client`.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use edge_client::Client;
+use server::{Node, ServerConfig};
+use store::{DbName, DbOptions, DocId, Edit, Store, StoreOptions};
+
+const KEYS: usize = 100_000;
+
+fn body(i: usize) -> Vec<u8> {
+    format!(r#"{{"user":"u{i}","pad":"{}"}}"#, "x".repeat(1000)).into_bytes()
+}
+
+fn all(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, client, bare) = rt.block_on(async {
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                sweep_interval: None,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let name = DbName::new("sessions").unwrap();
+        store.create_db(&name, DbOptions::default()).await.unwrap();
+        let db = store.db(&name).unwrap();
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
+            let edits = chunk
+                .iter()
+                .map(|&i| Edit::new(DocId::new(&format!("s{i}")).unwrap(), None, body(i)))
+                .collect();
+            for r in db.update(edits).await {
+                r.unwrap();
+            }
+        }
+        let cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap());
+        let node = Node::start(store, cfg).await.unwrap();
+        let client = Client::builder()
+            .local("spoke", format!("http://{}", node.grpc_addr))
+            .deadline(Duration::from_secs(1))
+            .cache_bytes(64 << 20)
+            .build()
+            .unwrap();
+        let bare: moka::future::Cache<(std::sync::Arc<str>, std::sync::Arc<str>), std::sync::Arc<Vec<u8>>> =
+            moka::future::Cache::builder()
+                .max_capacity(64 << 20)
+                .weigher(|_, v: &std::sync::Arc<Vec<u8>>| v.len() as u32)
+                .build();
+        (node, client, bare)
+    });
+    // Warm: one key in both caches.
+    rt.block_on(async {
+        client.get("sessions", "s1").await.unwrap().unwrap();
+        bare.insert(
+            (std::sync::Arc::from("sessions"), std::sync::Arc::from("s1")),
+            std::sync::Arc::new(body(1)),
+        )
+        .await;
+    });
+
+    let mut g = c.benchmark_group("edge_read");
+    g.bench_function("client_cache_hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { client.get("sessions", "s1").await.unwrap() })
+    });
+    let key = (
+        std::sync::Arc::<str>::from("sessions"),
+        std::sync::Arc::<str>::from("s1"),
+    );
+    g.bench_function("bare_moka_get", |b| {
+        b.to_async(&rt).iter(|| async { bare.get(&key).await.unwrap() })
+    });
+    let _in_runtime = rt.enter();
+    let miss_client = Client::builder()
+        .local("spoke", format!("http://{}", node.grpc_addr))
+        .deadline(Duration::from_secs(1))
+        .cache_bytes(64 << 10)
+        .build()
+        .unwrap();
+    let mut i = 0usize;
+    g.bench_function("client_miss_local_spoke", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 7919) % KEYS;
+            let id = format!("s{i}");
+            let c = miss_client.clone();
+            async move { c.get("sessions", &id).await.unwrap().unwrap() }
+        })
+    });
+    g.finish();
+    // Criterion reports a central estimate; the miss path's tail needs percentiles.
+    let mut lat: Vec<Duration> = rt.block_on(async {
+        let mut out = Vec::with_capacity(5000);
+        for n in 0..5000usize {
+            let id = format!("s{}", (n * 104_729 + 13) % KEYS);
+            let t = std::time::Instant::now();
+            miss_client.get("sessions", &id).await.unwrap().unwrap();
+            out.push(t.elapsed());
+        }
+        out
+    });
+    lat.sort();
+    let pct = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    println!(
+        "edge_read/client_miss_local_spoke percentiles over 5000 misses: p50 {:?} p99 {:?} p99.9 {:?}",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999)
+    );
+    rt.block_on(node.shutdown());
+}
+
+criterion_group!(benches, all);
+criterion_main!(benches);

@@ -1,0 +1,96 @@
+//! What the hub knows of the spokes that dial it, for the status page: who is
+//! connected, when each was last heard from, and how far behind its pull is.
+//! Expected spokes come from the role (the topology); the server knows no file
+//! syntax.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+/// A spoke the fleet is expected to have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExpectedSpoke {
+    /// Its datacentre.
+    pub datacentre: String,
+    /// Its name.
+    pub node: String,
+}
+
+/// What the hub has seen of one peer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerState {
+    /// Open pull streams (a connected spoke has one per database).
+    pub open_streams: u32,
+    /// Last time anything arrived from or was sent to it (unix ms).
+    pub last_contact_ms: u64,
+    /// Last replicated write it pushed (unix ms).
+    pub last_push_ms: u64,
+    /// Per database: the hub's sequence minus what its pull has been sent.
+    pub pull_seq_lag: BTreeMap<String, u64>,
+    /// Per database: when its pull was last caught up (unix ms).
+    pub caught_up_ms: BTreeMap<String, u64>,
+}
+
+/// The hub's view of the fleet.
+#[derive(Default)]
+pub struct Fleet {
+    /// The fleet's name, when known.
+    pub name: ArcSwap<String>,
+    /// The spokes the topology names (empty: standalone).
+    pub expected: ArcSwap<Vec<ExpectedSpoke>>,
+    peers: Mutex<BTreeMap<String, PeerState>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Fleet {
+    /// Replaces the expected spokes (on topology reload).
+    pub fn set_expected(&self, fleet_name: String, spokes: Vec<ExpectedSpoke>) {
+        self.name.store(Arc::new(fleet_name));
+        self.expected.store(Arc::new(spokes));
+    }
+
+    fn with(&self, peer: &str, f: impl FnOnce(&mut PeerState)) {
+        if peer.is_empty() {
+            return;
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let state = peers.entry(peer.to_owned()).or_default();
+        state.last_contact_ms = now_ms();
+        f(state);
+    }
+
+    pub(crate) fn stream_opened(&self, peer: &str) {
+        self.with(peer, |s| s.open_streams += 1);
+    }
+
+    pub(crate) fn stream_closed(&self, peer: &str) {
+        self.with(peer, |s| s.open_streams = s.open_streams.saturating_sub(1));
+    }
+
+    pub(crate) fn pulled(&self, peer: &str, db: &str, sent_seq: u64, update_seq: u64) {
+        self.with(peer, |s| {
+            let lag = update_seq.saturating_sub(sent_seq);
+            s.pull_seq_lag.insert(db.to_owned(), lag);
+            if lag == 0 {
+                s.caught_up_ms.insert(db.to_owned(), now_ms());
+            }
+        });
+    }
+
+    pub(crate) fn pushed(&self, peer: &str) {
+        self.with(peer, |s| s.last_push_ms = now_ms());
+    }
+
+    /// A copy of every peer's state.
+    pub fn peers(&self) -> BTreeMap<String, PeerState> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
