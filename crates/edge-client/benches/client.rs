@@ -11,6 +11,9 @@ use store::{DbName, DbOptions, DocId, Edit, Store, StoreOptions};
 
 const KEYS: usize = 100_000;
 
+/// The same key and value shapes as the client's cache, without the client.
+type BareCache = moka::future::Cache<(std::sync::Arc<str>, std::sync::Arc<str>), std::sync::Arc<Vec<u8>>>;
+
 fn body(i: usize) -> Vec<u8> {
     format!(r#"{{"user":"u{i}","pad":"{}"}}"#, "x".repeat(1000)).into_bytes()
 }
@@ -51,11 +54,10 @@ fn all(c: &mut Criterion) {
             .cache_bytes(64 << 20)
             .build()
             .unwrap();
-        let bare: moka::future::Cache<(std::sync::Arc<str>, std::sync::Arc<str>), std::sync::Arc<Vec<u8>>> =
-            moka::future::Cache::builder()
-                .max_capacity(64 << 20)
-                .weigher(|_, v: &std::sync::Arc<Vec<u8>>| v.len() as u32)
-                .build();
+        let bare: BareCache = moka::future::Cache::builder()
+            .max_capacity(64 << 20)
+            .weigher(|_, v: &std::sync::Arc<Vec<u8>>| v.len() as u32)
+            .build();
         (node, client, bare)
     });
     // Warm: one key in both caches.

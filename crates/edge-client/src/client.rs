@@ -358,17 +358,32 @@ where
     result
 }
 
-async fn get_one(t: &Target, threshold: u32, db: &str, id: &str) -> Result<Option<Session>, CallError> {
+/// One target's answer to a read.
+enum Lookup {
+    Found(Session),
+    /// Never seen there: it may exist elsewhere (written moments ago).
+    Missing,
+    /// Deleted or expired there: an older copy elsewhere must not win.
+    Gone,
+}
+
+async fn get_one(t: &Target, threshold: u32, db: &str, id: &str) -> Result<Lookup, CallError> {
     let req = GetRequest {
         db: db.into(),
         id: id.into(),
     };
-    let resp = call(t, threshold, |mut c| async move { c.get(req).await }).await?;
-    Ok(resp.into_inner().session.map(|s| Session {
-        id: s.id,
-        rev: s.rev,
-        body: s.body,
-    }))
+    let resp = call(t, threshold, |mut c| async move { c.get(req).await })
+        .await?
+        .into_inner();
+    Ok(match resp.session {
+        Some(s) => Lookup::Found(Session {
+            id: s.id,
+            rev: s.rev,
+            body: s.body,
+        }),
+        None if resp.not_found_reason.is_empty() || resp.not_found_reason == "missing" => Lookup::Missing,
+        None => Lookup::Gone,
+    })
 }
 
 /// The miss path: local spoke first (hedged if configured), then the chain; a
@@ -398,8 +413,13 @@ async fn fetch(inner: &Inner, db: &str, id: &str) -> Result<(Option<Session>, St
             _ => get_one(t, threshold, db, id).await.map(|s| (s, t.name.clone())),
         };
         match result {
-            Ok((Some(s), by)) => return Ok((Some(s), by)),
-            Ok((None, by)) => {
+            Ok((Lookup::Gone, by)) => return Ok((None, by)),
+            Ok((Lookup::Found(s), by)) => {
+                tracing::debug!(target_name = %by, db, id, skipped = attempts.len(), "read served");
+                return Ok((Some(s), by));
+            }
+            Ok((Lookup::Missing, by)) => {
+                tracing::debug!(target_name = %by, db, id, "not found; confirming further along the chain");
                 // Written elsewhere moments ago? Ask further along before saying no.
                 let confirm: Vec<&Arc<Target>> = available[i + 1..]
                     .iter()
@@ -413,7 +433,7 @@ async fn fetch(inner: &Inner, db: &str, id: &str) -> Result<(Option<Session>, St
                     futures_util::future::join_all(confirm.iter().map(|c| get_one(c, threshold, db, id)))
                         .await;
                 for (c, a) in confirm.iter().zip(answers) {
-                    if let Ok(Some(s)) = a {
+                    if let Ok(Lookup::Found(s)) = a {
                         metrics::counter!("edge_fallbacks_total", "reason" => "miss_found_elsewhere")
                             .increment(1);
                         return Ok((Some(s), c.name.clone()));
@@ -429,6 +449,7 @@ async fn fetch(inner: &Inner, db: &str, id: &str) -> Result<(Option<Session>, St
                 })
             }
             Err(CallError::Retry(why)) => {
+                tracing::debug!(target_name = %t.name, reason = %why, "read failed; trying the next target");
                 metrics::counter!("edge_fallbacks_total", "reason" => "error").increment(1);
                 attempts.push((t.name.clone(), why));
             }
@@ -447,7 +468,7 @@ async fn hedged(
     after: Duration,
     db: &str,
     id: &str,
-) -> Result<(Option<Session>, String), CallError> {
+) -> Result<(Lookup, String), CallError> {
     let threshold = inner.cfg.failure_threshold;
     let a = get_one(first, threshold, db, id);
     tokio::pin!(a);

@@ -84,19 +84,24 @@ impl NodeArgs {
             Some((h, g, d)) => (Some(h), Some(g), d),
             None => (None, None, None),
         };
-        Ok(Placement {
-            http: self
-                .http
-                .or(th)
-                .ok_or_else(|| anyhow::anyhow!("--http is required without --topology"))?,
-            grpc: self
-                .grpc
-                .or(tg)
-                .ok_or_else(|| anyhow::anyhow!("--grpc is required without --topology"))?,
-            data_dir: self.data_dir.clone().or(td).ok_or_else(|| {
-                anyhow::anyhow!("--data-dir is required (the topology names no data_dir for this node)")
-            })?,
-        })
+        let (http, grpc, data_dir) = (self.http.or(th), self.grpc.or(tg), self.data_dir.clone().or(td));
+        match (http, grpc, data_dir) {
+            (Some(http), Some(grpc), Some(data_dir)) => Ok(Placement { http, grpc, data_dir }),
+            (http, grpc, data_dir) => {
+                let missing: Vec<&str> = [
+                    ("--http", http.is_none()),
+                    ("--grpc", grpc.is_none()),
+                    ("--data-dir", data_dir.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(flag, absent)| absent.then_some(flag))
+                .collect();
+                anyhow::bail!(
+                    "missing {}: give them as flags, or a --topology that names this node's addresses and data_dir",
+                    missing.join(", ")
+                )
+            }
+        }
     }
 
     pub fn server_config(&self, placement: &Placement, node_name: String) -> ServerConfig {

@@ -271,7 +271,7 @@ fn demo_runs_to_a_clean_exit() {
     );
     for needle in [
         "writes 5 sessions",
-        "fails over",
+        "fail over",
         "catches up",
         "fleet status",
         "summary",

@@ -38,16 +38,23 @@ impl SessionsService {
     fn get_one(db: &Database, id: &str) -> Result<GetResponse, Status> {
         let update_seq = db.update_seq();
         let id = DocId::new(id).map_err(to_status)?;
-        let session = match db.get(&id, &ReadOptions::default()) {
-            Ok(doc) => Some(Session {
-                id: doc.id.to_string(),
-                rev: doc.rev.to_string(),
-                body: doc.body.into(),
-            }),
-            Err(store::Error::NotFound { .. }) => None,
+        let (session, not_found_reason) = match db.get(&id, &ReadOptions::default()) {
+            Ok(doc) => (
+                Some(Session {
+                    id: doc.id.to_string(),
+                    rev: doc.rev.to_string(),
+                    body: doc.body.into(),
+                }),
+                String::new(),
+            ),
+            Err(store::Error::NotFound { reason, .. }) => (None, reason.to_owned()),
             Err(e) => return Err(to_status(e)),
         };
-        Ok(GetResponse { session, update_seq })
+        Ok(GetResponse {
+            session,
+            update_seq,
+            not_found_reason,
+        })
     }
 }
 
