@@ -79,12 +79,7 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutting down");
     node.shutdown().await;
-    // Closing joins the writer thread: do it off the async workers.
-    let closing = tokio::task::spawn_blocking(move || store.close());
-    if tokio::time::timeout(Duration::from_secs(30), closing)
-        .await
-        .is_err()
-    {
+    if !store.close_within(Duration::from_secs(30)).await {
         tracing::error!("store did not close within 30 s");
     }
     Ok(())

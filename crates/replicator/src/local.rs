@@ -139,30 +139,15 @@ impl Peer for LocalPeer {
     }
 
     async fn write(&self, docs: Vec<Replicated>) -> Result<Vec<WriteFailure>, PeerError> {
-        let db = self.db()?;
-        let keys: Vec<(String, String)> = docs
-            .iter()
-            .map(|d| {
-                (
-                    d.id.to_string(),
-                    d.path.first().map(Rev::to_string).unwrap_or_default(),
-                )
+        let failures = self.db()?.merge_reporting(docs).await?;
+        Ok(failures
+            .into_iter()
+            .map(|f| WriteFailure {
+                id: f.id.to_string(),
+                rev: f.rev.map(|r| r.to_string()).unwrap_or_default(),
+                error: f.error.to_string(),
             })
-            .collect();
-        let results = db.merge(docs).await;
-        let mut failures = Vec::new();
-        for ((id, rev), r) in keys.into_iter().zip(results) {
-            match r {
-                Ok(_) => {}
-                Err(e @ (store::Error::Closed | store::Error::Engine(_))) => return Err(e.into()),
-                Err(e) => failures.push(WriteFailure {
-                    id,
-                    rev,
-                    error: e.to_string(),
-                }),
-            }
-        }
-        Ok(failures)
+            .collect())
     }
 
     async fn get_checkpoint(&self, id: &str) -> Result<Option<CheckpointDoc>, PeerError> {

@@ -26,20 +26,6 @@ fn client_for(local: std::net::SocketAddr, fallbacks: &[std::net::SocketAddr]) -
     b.build().unwrap()
 }
 
-async fn grpc_gets(http: &Http, node: &Proc) -> u64 {
-    let text = reqwest::get(format!("{}/_metrics", node.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let _ = http;
-    text.lines()
-        .filter(|l| l.starts_with("grpc_requests_total") && l.contains("method=\"get\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_local_spoke_costs_no_timeouts_after_detection_and_recovers() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -258,7 +244,7 @@ async fn byte_bound_holds_and_misses_are_single_flight() {
     )
     .await;
     let client = Arc::new(client_for(spoke.grpc, &[hub.grpc]));
-    let before = grpc_gets(&http, &spoke).await;
+    let before = metric_sum(&spoke, "grpc_requests_total", "method=\"get\"").await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let c = client.clone();
@@ -268,7 +254,7 @@ async fn byte_bound_holds_and_misses_are_single_flight() {
     for t in tasks {
         assert!(t.await.unwrap());
     }
-    let after = grpc_gets(&http, &spoke).await;
+    let after = metric_sum(&spoke, "grpc_requests_total", "method=\"get\"").await;
     assert_eq!(
         after - before,
         1,

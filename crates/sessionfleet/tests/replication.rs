@@ -207,21 +207,6 @@ async fn conflicting_edits_converge_to_one_winner_everywhere_and_hub_outage_is_s
     assert!(states[0].1 == "from-a" || states[0].1 == "from-b");
 }
 
-async fn metric(http: &Http, node: &Proc, name: &str, label: &str) -> u64 {
-    let text = reqwest::get(format!("{}/_metrics", node.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let _ = http;
-    text.lines()
-        .find(|l| l.starts_with(name) && l.contains(label))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_spoke_resumes_from_its_checkpoint() {
     const N: usize = 4000;
@@ -295,7 +280,7 @@ async fn killed_spoke_resumes_from_its_checkpoint() {
     .await;
     // The restarted process re-read only the tail after its last checkpoint,
     // at most one batch more than what it was missing.
-    let reread = metric(&http, &survivor, "replication_docs_read_total", "pull:sessions").await;
+    let reread = metric_sum(&survivor, "replication_docs_read_total", "pull:sessions").await;
     let missing = N as u64 - present;
     assert!(reread >= missing, "read {reread} < missing {missing}");
     assert!(

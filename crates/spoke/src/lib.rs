@@ -136,11 +136,7 @@ pub async fn run(
     // Replications write a last checkpoint, then the node drains, then the store closes.
     stop_replications(running).await;
     node.shutdown().await;
-    let closing = tokio::task::spawn_blocking(move || store.close());
-    if tokio::time::timeout(Duration::from_secs(30), closing)
-        .await
-        .is_err()
-    {
+    if !store.close_within(Duration::from_secs(30)).await {
         tracing::error!("store did not close within 30 s");
     }
     Ok(())

@@ -100,6 +100,17 @@ impl Replicated {
     }
 }
 
+/// A replicated revision the database refused.
+#[derive(Debug)]
+pub struct MergeFailure {
+    /// The document.
+    pub id: DocId,
+    /// The revision refused (the head of its path), if it had one.
+    pub rev: Option<Rev>,
+    /// Why.
+    pub error: Error,
+}
+
 /// What to read with a document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -355,6 +366,25 @@ impl Database {
             })
             .await;
         merge_answers(results, answers)
+    }
+
+    /// [`Database::merge`] for replication writers, which report refusals only:
+    /// `Err` when nothing of the batch is durable (the engine failed or the store
+    /// is closed — retry it all), otherwise the revisions refused one by one.
+    pub async fn merge_reporting(&self, docs: Vec<Replicated>) -> Result<Vec<MergeFailure>> {
+        let keys: Vec<(DocId, Option<Rev>)> = docs
+            .iter()
+            .map(|d| (d.id.clone(), d.path.first().cloned()))
+            .collect();
+        let mut failures = Vec::new();
+        for ((id, rev), result) in keys.into_iter().zip(self.merge(docs).await) {
+            match result {
+                Ok(_) => {}
+                Err(e @ (Error::Closed | Error::Engine(_))) => return Err(e),
+                Err(error) => failures.push(MergeFailure { id, rev, error }),
+            }
+        }
+        Ok(failures)
     }
 
     /// Changes the database's `revs_limit` (applies to new writes and compaction).

@@ -41,8 +41,8 @@ mod writer;
 pub use changes::{Change, ChangesPage, ChangesQuery};
 pub use compaction::CompactionReport;
 pub use database::{
-    AllDocsQuery, AllDocsRow, Database, DbInfo, Edit, LocalDoc, OpenRev, OpenRevs, ReadOptions, Replicated,
-    RevsDiff,
+    AllDocsQuery, AllDocsRow, Database, DbInfo, Edit, LocalDoc, MergeFailure, OpenRev, OpenRevs, ReadOptions,
+    Replicated, RevsDiff,
 };
 pub use document::{Doc, DocInput, LocalInput};
 #[doc(hidden)]

@@ -207,6 +207,14 @@ impl Store {
         self.threads.stop();
     }
 
+    /// [`Store::close`] from async code, off the runtime's workers; false if the
+    /// writer had not stopped within `limit`.
+    pub async fn close_within(&self, limit: std::time::Duration) -> bool {
+        let store = self.clone();
+        let closing = tokio::task::spawn_blocking(move || store.close());
+        tokio::time::timeout(limit, closing).await.is_ok()
+    }
+
     /// This store's unique id, created with it and stable across restarts.
     pub fn uuid(&self) -> &str {
         &self.inner.uuid

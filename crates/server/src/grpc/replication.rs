@@ -263,27 +263,14 @@ impl Replication for ReplicationService {
                 }),
             }
         }
-        let keys: Vec<(String, String)> = docs
-            .iter()
-            .map(|d| {
-                (
-                    d.id.to_string(),
-                    d.path.first().map(Rev::to_string).unwrap_or_default(),
-                )
-            })
-            .collect();
-        for ((id, rev), r) in keys.into_iter().zip(db.merge(docs).await) {
-            match r {
-                Ok(_) => {}
-                // Nothing of the batch is durable: the whole call fails, to be retried.
-                Err(e @ (store::Error::Closed | store::Error::Engine(_))) => return Err(to_status(e)),
-                Err(e) => errors.push(WriteError {
-                    id,
-                    rev,
-                    error: "rejected".into(),
-                    reason: e.to_string(),
-                }),
-            }
+        // Nothing of the batch is durable on Err: the whole call fails, to be retried.
+        for f in db.merge_reporting(docs).await.map_err(to_status)? {
+            errors.push(WriteError {
+                id: f.id.to_string(),
+                rev: f.rev.map(|r| r.to_string()).unwrap_or_default(),
+                error: "rejected".into(),
+                reason: f.error.to_string(),
+            });
         }
         Ok(Response::new(WriteRevsResponse { errors }))
     }

@@ -108,19 +108,8 @@ pub(crate) async fn bulk_docs(
                 Err(e) => errors.push(err_row(id, None, e)),
             }
         }
-        let ids: Vec<(String, String)> = docs
-            .iter()
-            .map(|d| {
-                (
-                    d.id.to_string(),
-                    d.path.first().map(Rev::to_string).unwrap_or_default(),
-                )
-            })
-            .collect();
-        for ((id, rev), result) in ids.into_iter().zip(database.merge(docs).await) {
-            if let Err(e) = result {
-                errors.push(err_row(id, Some(rev), e));
-            }
+        for f in database.merge_reporting(docs).await? {
+            errors.push(err_row(f.id.to_string(), f.rev.map(|r| r.to_string()), f.error));
         }
         return Ok(json_response(StatusCode::CREATED, &errors));
     }

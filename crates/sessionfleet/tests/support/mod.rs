@@ -200,3 +200,17 @@ impl Proc {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 }
+
+/// The sum of a Prometheus metric's samples at `node` whose line contains `label`.
+pub async fn metric_sum(node: &Proc, name: &str, label: &str) -> u64 {
+    let text = reqwest::get(format!("{}/_metrics", node.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
