@@ -133,8 +133,15 @@ async fn run(inner: Weak<Inner>, db: Arc<str>, state: Arc<WatchState>) {
                                 failures = 0;
                             }
                             Some(watch_event::Event::Change(c)) => {
-                                i.cache.invalidate(&(db.clone(), Arc::from(c.id.as_str()))).await;
-                                metrics::counter!("edge_invalidations_total").increment(1);
+                                let key = (db.clone(), Arc::from(c.id.as_str()));
+                                // Our own write coming back: the cached copy is that revision.
+                                let current = i.cache.get(&key).await.is_some_and(|e| {
+                                    !c.deleted && e.session.as_ref().is_some_and(|s| s.rev == c.rev)
+                                });
+                                if !current {
+                                    i.cache.invalidate(&key).await;
+                                    metrics::counter!("edge_invalidations_total").increment(1);
+                                }
                                 state.last_seq.store(c.seq, Ordering::Release);
                                 resume = Some(c.seq);
                             }

@@ -136,10 +136,11 @@ async fn writes_deletes_and_expiry_reach_every_spoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_edits_converge_to_one_winner_everywhere_and_hub_outage_is_survived() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let hub = Proc::must_start_hub(dirs[0].path());
     let a = must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", SPOKE_DB);
     let b = must_start_spoke(dirs[2].path(), hub.grpc, "us-east", SPOKE_DB);
+    let c = must_start_spoke(dirs[3].path(), hub.grpc, "ap-south", SPOKE_DB);
     let http = Http::default();
     let r = http
         .must(
@@ -186,7 +187,7 @@ async fn conflicting_edits_converge_to_one_winner_everywhere_and_hub_outage_is_s
 
     // The hub returns (same data, same addresses): everything converges.
     let hub = Proc::must_start(hub_args, hub_http, hub_grpc, dirs[0].path());
-    let nodes = [&a, &b, &hub];
+    let nodes = [&a, &b, &c, &hub];
     must_see(&http, &nodes, "during-outage", |_| true).await;
     must_see(&http, &nodes, "shared", |v| {
         v["_conflicts"].as_array().is_some_and(|c| c.len() == 1)
