@@ -228,6 +228,21 @@ async fn bad_input_table() {
         "slow headers must be cut off by the header timeout"
     );
 
+    // An idle keep-alive connection is closed too (hyper's header timeout also
+    // covers the wait for the next request).
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /_up HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let got = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..got]).starts_with("HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(6), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "idle keep-alive connection left open: {closed:?}"
+    );
+
     // The node is still healthy and nothing stored changed.
     n.must("GET", "/_up", None, 200).await;
     assert_eq!(state(&n).await, before);

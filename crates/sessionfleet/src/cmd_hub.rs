@@ -41,7 +41,8 @@ pub(crate) struct NodeArgs {
     /// Most concurrent HTTP connections.
     #[arg(long, env = "SESSIONFLEET_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
-    /// Seconds allowed for a client to send a request's headers.
+    /// Seconds allowed for a client to send a request's headers; also how long an
+    /// idle keep-alive connection waits for its next request.
     #[arg(long, env = "SESSIONFLEET_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
     /// Seconds allowed to receive a whole request body.
