@@ -302,69 +302,65 @@ impl Database {
     /// Applies interactive edits (each may fail alone, as in `_bulk_docs`).
     /// Returns once all of them are durable.
     pub async fn update(&self, edits: Vec<Edit>) -> Vec<Result<Rev>> {
-        let mut results: Vec<Option<Result<Rev>>> = Vec::with_capacity(edits.len());
-        let mut reqs = Vec::with_capacity(edits.len());
-        for e in edits {
-            match self
-                .check_size(&e.body)
-                .and_then(|_| self.leaf_data(e.deleted, &e.body))
-            {
-                Ok(leaf) => {
-                    results.push(None);
-                    reqs.push(EditReq {
-                        id: e.id,
-                        parent: e.parent,
-                        leaf,
-                        body: e.body,
-                    });
-                }
-                Err(err) => results.push(Some(Err(err))),
-            }
-        }
-        let db = self.state.clone();
-        let answers = self
-            .inner
-            .call(|reply| Command::Edit {
-                db,
-                edits: reqs,
-                reply,
-            })
-            .await;
-        merge_answers(results, answers)
+        self.submit(
+            edits,
+            |e| {
+                self.check_size(&e.body)?;
+                let leaf = self.leaf_data(e.deleted, &e.body)?;
+                Ok(EditReq {
+                    id: e.id,
+                    parent: e.parent,
+                    leaf,
+                    body: e.body,
+                })
+            },
+            |db, edits, reply| Command::Edit { db, edits, reply },
+        )
+        .await
     }
 
     /// Merges replicated revisions (`new_edits=false`). Idempotent; a revision
     /// that has already expired is not stored.
     pub async fn merge(&self, docs: Vec<Replicated>) -> Vec<Result<Rev>> {
-        let mut results: Vec<Option<Result<Rev>>> = Vec::with_capacity(docs.len());
-        let mut reqs = Vec::with_capacity(docs.len());
-        for d in docs {
-            let checked = self
-                .check_size(&d.body)
-                .and_then(|_| check_path(&d.path))
-                .and_then(|_| self.leaf_data(d.deleted, &d.body));
-            match checked {
-                Ok(leaf) => {
+        self.submit(
+            docs,
+            |d| {
+                self.check_size(&d.body)?;
+                check_path(&d.path)?;
+                let leaf = self.leaf_data(d.deleted, &d.body)?;
+                Ok(MergeReq {
+                    id: d.id,
+                    path: d.path,
+                    leaf,
+                    body: d.body,
+                })
+            },
+            |db, docs, reply| Command::Merge { db, docs, reply },
+        )
+        .await
+    }
+
+    /// Validates each item here (off the writer thread), sends the valid ones to
+    /// the writer as one command, and answers in the original order.
+    async fn submit<I, R>(
+        &self,
+        items: Vec<I>,
+        prepare: impl Fn(I) -> Result<R>,
+        command: impl FnOnce(Arc<DbState>, Vec<R>, tokio::sync::oneshot::Sender<Vec<Result<Rev>>>) -> Command,
+    ) -> Vec<Result<Rev>> {
+        let mut results: Vec<Option<Result<Rev>>> = Vec::with_capacity(items.len());
+        let mut reqs = Vec::with_capacity(items.len());
+        for item in items {
+            match prepare(item) {
+                Ok(req) => {
                     results.push(None);
-                    reqs.push(MergeReq {
-                        id: d.id,
-                        path: d.path,
-                        leaf,
-                        body: d.body,
-                    });
+                    reqs.push(req);
                 }
                 Err(err) => results.push(Some(Err(err))),
             }
         }
         let db = self.state.clone();
-        let answers = self
-            .inner
-            .call(|reply| Command::Merge {
-                db,
-                docs: reqs,
-                reply,
-            })
-            .await;
+        let answers = self.inner.call(|reply| command(db, reqs, reply)).await;
         merge_answers(results, answers)
     }
 
