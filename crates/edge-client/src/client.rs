@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use moka::future::Cache;
 use proto::v1::sessions_client::SessionsClient;
@@ -75,6 +76,7 @@ pub enum ClientError {
 
 pub(crate) struct Target {
     pub name: String,
+    pub url: String,
     pub local: bool,
     pub client: SessionsClient<Channel>,
     pub health: Health,
@@ -99,7 +101,8 @@ fn classify(s: &tonic::Status) -> CallError {
 }
 
 pub(crate) struct Inner {
-    pub targets: Vec<Arc<Target>>,
+    /// The chain in order, swapped whole when the topology changes.
+    pub targets: ArcSwap<Vec<Arc<Target>>>,
     pub cache: Cache<Key, Entry>,
     pub cfg: ClientBuilder,
     pub watches: Mutex<HashMap<Arc<str>, Arc<WatchState>>>,
@@ -130,30 +133,7 @@ impl Client {
     }
 
     pub(crate) fn from_builder(cfg: ClientBuilder) -> Result<Client, ClientError> {
-        let mut targets = Vec::new();
-        for TargetSpec { name, url, local } in &cfg.targets {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| ClientError::Config(format!("target {name} ({url}): {e}")))?
-                .connect_timeout(if *local {
-                    cfg.deadline.max(Duration::from_millis(20))
-                } else {
-                    cfg.fallback_deadline
-                })
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_while_idle(true);
-            targets.push(Arc::new(Target {
-                name: name.clone(),
-                local: *local,
-                client: SessionsClient::new(endpoint.connect_lazy()),
-                health: Health::default(),
-                deadline: if *local {
-                    cfg.deadline
-                } else {
-                    cfg.fallback_deadline
-                },
-            }));
-        }
+        let targets = make_targets(&cfg, &cfg.targets, &[])?;
         let cache = Cache::builder()
             .max_capacity(cfg.cache_bytes)
             .weigher(weigh)
@@ -164,7 +144,7 @@ impl Client {
             .build();
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
-            targets,
+            targets: ArcSwap::from_pointee(targets),
             cache,
             hedge: HedgeBudget::new(cfg.hedge_ratio),
             cfg,
@@ -176,6 +156,29 @@ impl Client {
             inner,
             _guard: Arc::new(DropGuard(shutdown)),
         })
+    }
+
+    /// A client for `datacentre` whose chain follows the topology file at `path`:
+    /// the file is re-read when it changes, and a valid new chain replaces the old
+    /// one (targets that did not change keep their connections and health).
+    pub fn from_topology_file(
+        path: impl AsRef<std::path::Path>,
+        datacentre: &str,
+    ) -> Result<Client, ClientError> {
+        let watcher = topology::TopologyWatcher::start(path.as_ref(), Duration::from_secs(1))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let client = ClientBuilder::from_topology(&watcher.current(), datacentre)?.build()?;
+        tokio::spawn(follow_topology(
+            Arc::downgrade(&client.inner),
+            watcher,
+            datacentre.to_owned(),
+        ));
+        Ok(client)
+    }
+
+    /// The chain's target names, in order.
+    pub fn targets(&self) -> Vec<String> {
+        self.inner.targets.load().iter().map(|t| t.name.clone()).collect()
     }
 
     /// Reads a session: `Ok(None)` if it does not exist (or has expired or been deleted).
@@ -316,6 +319,7 @@ impl Client {
     pub fn is_healthy(&self, name: &str) -> Option<bool> {
         self.inner
             .targets
+            .load()
             .iter()
             .find(|t| t.name == name)
             .map(|t| t.health.is_available())
@@ -329,6 +333,86 @@ impl Client {
             .unwrap_or_else(|e| e.into_inner())
             .get(db)
             .is_some_and(|w| w.is_connected())
+    }
+}
+
+/// Targets for `specs`, reusing those of `old` with the same name, address and
+/// role (their connections and health carry over a topology reload).
+fn make_targets(
+    cfg: &ClientBuilder,
+    specs: &[TargetSpec],
+    old: &[Arc<Target>],
+) -> Result<Vec<Arc<Target>>, ClientError> {
+    specs
+        .iter()
+        .map(|TargetSpec { name, url, local }| {
+            if let Some(t) = old
+                .iter()
+                .find(|t| t.name == *name && t.url == *url && t.local == *local)
+            {
+                return Ok(t.clone());
+            }
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| ClientError::Config(format!("target {name} ({url}): {e}")))?
+                .connect_timeout(if *local {
+                    cfg.deadline.max(Duration::from_millis(20))
+                } else {
+                    cfg.fallback_deadline
+                })
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_while_idle(true);
+            Ok(Arc::new(Target {
+                name: name.clone(),
+                url: url.clone(),
+                local: *local,
+                client: SessionsClient::new(endpoint.connect_lazy()),
+                health: Health::default(),
+                deadline: if *local {
+                    cfg.deadline
+                } else {
+                    cfg.fallback_deadline
+                },
+            }))
+        })
+        .collect()
+}
+
+/// Keeps a client's chain in step with a topology file (see [`Client::from_topology_file`]).
+async fn follow_topology(
+    inner: std::sync::Weak<Inner>,
+    watcher: topology::TopologyWatcher,
+    datacentre: String,
+) {
+    let mut rx = watcher.subscribe();
+    let shutdown = match inner.upgrade() {
+        Some(i) => i.shutdown.clone(),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+        let topology = rx.borrow_and_update().clone();
+        let Some(i) = inner.upgrade() else { return };
+        let specs = match ClientBuilder::from_topology(&topology, &datacentre) {
+            Ok(b) => b.targets,
+            Err(e) => {
+                tracing::error!(error = %e, "new topology has no chain for this datacentre; keeping the old one");
+                continue;
+            }
+        };
+        match make_targets(&i.cfg, &specs, &i.targets.load()) {
+            Ok(targets) => {
+                tracing::info!(
+                    targets = targets.len(),
+                    "topology changed: failover chain updated"
+                );
+                i.targets.store(Arc::new(targets));
+            }
+            Err(e) => tracing::error!(error = %e, "new topology rejected; keeping the old chain"),
+        }
     }
 }
 
@@ -392,8 +476,8 @@ async fn fetch(inner: &Inner, db: &str, id: &str) -> Result<(Option<Session>, St
     inner.hedge.earn();
     let threshold = inner.cfg.failure_threshold;
     let mut attempts = Vec::new();
-    let available: Vec<&Arc<Target>> = inner
-        .targets
+    let targets = inner.targets.load_full();
+    let available: Vec<&Arc<Target>> = targets
         .iter()
         .filter(|t| {
             let ok = t.health.is_available();
@@ -501,7 +585,8 @@ where
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let mut attempts = Vec::new();
-    for t in inner.targets.iter().filter(|t| t.health.is_available()) {
+    let targets = inner.targets.load_full();
+    for t in targets.iter().filter(|t| t.health.is_available()) {
         match call(t, inner.cfg.failure_threshold, &f).await {
             Ok(v) => return Ok((v, t.name.clone())),
             Err(CallError::Reject(code, message)) => {
@@ -526,7 +611,8 @@ async fn probe_loop(inner: std::sync::Weak<Inner>) {
         let Some(i) = inner.upgrade() else { return };
         let interval = i.cfg.probe_interval;
         let shutdown = i.shutdown.clone();
-        for t in i.targets.iter().filter(|t| !t.health.is_available()) {
+        let targets = i.targets.load_full();
+        for t in targets.iter().filter(|t| !t.health.is_available()) {
             if probe_ok(t).await {
                 t.health.success();
                 metrics::gauge!("edge_target_healthy", "target" => t.name.clone()).set(1.0);

@@ -88,11 +88,11 @@ async fn run(inner: Weak<Inner>, db: Arc<str>, state: Arc<WatchState>) {
         let Some(i) = inner.upgrade() else { return };
         let shutdown = i.shutdown.clone();
         // The stream comes from the first local spoke.
-        let Some(target) = i
-            .targets
+        let targets = i.targets.load_full();
+        let Some(target) = targets
             .iter()
             .find(|t| t.local)
-            .or_else(|| i.targets.first())
+            .or_else(|| targets.first())
             .cloned()
         else {
             return;

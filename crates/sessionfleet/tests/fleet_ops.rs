@@ -286,3 +286,36 @@ fn demo_runs_to_a_clean_exit() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_client_follows_topology_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("fleet.toml");
+    let x = addrs();
+    std::fs::write(&topo, topology_text(&x, false)).unwrap();
+    let client = edge_client::Client::from_topology_file(&topo, "eu-west").unwrap();
+    assert_eq!(client.targets(), ["eu-west-1", "london", "us-east-1"]);
+    // Ops reorder eu-west's failover: the client's chain follows without a restart.
+    std::fs::write(
+        &topo,
+        topology_text(&x, false).replace(
+            r#"failover = ["london", "us-east"]"#,
+            r#"failover = ["us-east", "london"]"#,
+        ),
+    )
+    .unwrap();
+    let c = client.clone();
+    must_eventually("client chain reordered", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { c.targets() == ["eu-west-1", "us-east-1", "london"] }
+    })
+    .await;
+    // A broken edit changes nothing.
+    std::fs::write(&topo, "not toml [").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(client.targets(), ["eu-west-1", "us-east-1", "london"]);
+    assert!(
+        edge_client::Client::from_topology_file(&topo, "eu-west").is_err(),
+        "a bad file at start is an error"
+    );
+}
