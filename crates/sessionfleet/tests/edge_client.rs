@@ -26,6 +26,26 @@ fn client_for(local: std::net::SocketAddr, fallbacks: &[std::net::SocketAddr]) -
     b.build().unwrap()
 }
 
+/// A Prometheus recorder for this test process, to read the client's metrics.
+fn metrics_recorder() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("first recorder of this process")
+    })
+}
+
+/// The sum of a metric's samples whose labels contain `label`.
+fn sample(h: &metrics_exporter_prometheus::PrometheusHandle, name: &str, label: &str) -> f64 {
+    h.render()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_local_spoke_costs_no_timeouts_after_detection_and_recovers() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -56,6 +76,8 @@ async fn dead_local_spoke_costs_no_timeouts_after_detection_and_recovers() {
     spoke.kill();
     // Fresh client: nothing cached, every read goes upstream.
     let client = client_for(g, &[hub.grpc]);
+    let recorder = metrics_recorder();
+    let skipped_before = sample(recorder, "edge_fallbacks_total", "circuit_open");
     let mut slow = 0;
     for i in 0..20 {
         let (s, served) = client.get_traced("sessions", &format!("s{i}")).await.unwrap();
@@ -71,6 +93,10 @@ async fn dead_local_spoke_costs_no_timeouts_after_detection_and_recovers() {
     }
     assert!(slow <= 3, "{slow} reads paid the dead spoke's deadline");
     assert_eq!(client.is_healthy("local"), Some(false));
+    // The metrics say the same: reads skipped the open breaker (other tests in
+    // this binary can only add to the counter, so this is a lower bound).
+    let skipped = sample(recorder, "edge_fallbacks_total", "circuit_open") - skipped_before;
+    assert!(skipped >= 17.0, "only {skipped} reads skipped the dead spoke");
 
     // Back: the probe notices and reads return to it.
     let spoke = Proc::must_start(args, h, g, dirs[1].path());
