@@ -483,15 +483,7 @@ async fn changes_continuous_and_eventsource() {
     let dir = tempfile::tempdir().unwrap();
     let n = must_start(dir.path()).await;
     seed(&n).await;
-    let text = n
-        .http
-        .get(n.url("/db/_changes?feed=continuous&timeout=200"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = n.text("/db/_changes?feed=continuous&timeout=200").await;
     let lines: Vec<Value> = text
         .lines()
         .filter(|l| !l.is_empty())
@@ -509,15 +501,7 @@ async fn changes_continuous_and_eventsource() {
     assert!(text.contains("\"id\":\"live\""), "{text}");
     assert!(text.trim_end().ends_with("{\"last_seq\":4}"), "{text}");
     // limit ends the feed.
-    let text = n
-        .http
-        .get(n.url("/db/_changes?feed=continuous&limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = n.text("/db/_changes?feed=continuous&limit=1").await;
     assert_eq!(text.lines().count(), 2, "{text}");
 
     let resp = n
@@ -538,15 +522,7 @@ async fn metrics_endpoint_reports_requests_and_store() {
     let dir = tempfile::tempdir().unwrap();
     let n = must_start(dir.path()).await;
     seed(&n).await;
-    let text = n
-        .http
-        .get(n.url("/_metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = n.text("/_metrics").await;
     for needle in [
         "http_requests_total",
         "http_request_duration_seconds",

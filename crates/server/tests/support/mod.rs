@@ -54,6 +54,17 @@ impl TestNode {
         tokio::task::spawn_blocking(move || store.close()).await.unwrap();
     }
 
+    /// GET `path` and return the body as text.
+    pub async fn text(&self, path: &str) -> String {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        resp.text().await.unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
