@@ -79,15 +79,7 @@ async fn create_update_delete_with_optimistic_concurrency() {
         format!(r#"{{"_id":"doc","_rev":"{r2}","v":2}}"#)
     );
     // Old revisions stay readable until compaction.
-    let old = db
-        .get(
-            &id("doc"),
-            &ReadOptions {
-                rev: Some(r1.clone()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let old = db.get(&id("doc"), &at_rev(r1.clone())).unwrap();
     assert_eq!(old.body, br#"{"v":1}"#);
 
     let r3 = db.put(Edit::delete(id("doc"), r2.clone())).await.unwrap();
@@ -98,15 +90,7 @@ async fn create_update_delete_with_optimistic_concurrency() {
             ..
         })
     ));
-    let tomb = db
-        .get(
-            &id("doc"),
-            &ReadOptions {
-                rev: Some(r3.clone()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let tomb = db.get(&id("doc"), &at_rev(r3.clone())).unwrap();
     assert!(tomb.deleted);
     // Recreate after delete: extends the tombstone.
     let r4 = must_put(&db, "doc", None, r#"{"v":4}"#).await;
@@ -504,13 +488,7 @@ async fn compaction_drops_old_bodies_and_restems() {
         .unwrap();
     assert_eq!(doc.body, br#"{"i":19}"#);
     assert_eq!(doc.revisions.unwrap().len(), 5);
-    let old = db.get(
-        &id("d"),
-        &ReadOptions {
-            rev: Some(revs[18].clone()),
-            ..Default::default()
-        },
-    );
+    let old = db.get(&id("d"), &at_rev(revs[18].clone()));
     assert!(matches!(old, Err(Error::NotFound { .. })));
     // Writes continue after compaction.
     must_put(&db, "d", Some(&revs[19]), r#"{"i":20}"#).await;

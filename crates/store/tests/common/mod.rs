@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use store::{Clock, Database, DbName, DbOptions, DocId, Durability, Edit, Rev, Store, StoreOptions};
+use store::{
+    Clock, Database, DbName, DbOptions, DocId, Durability, Edit, ReadOptions, Rev, Store, StoreOptions,
+};
 
 /// A clock tests move by hand.
 #[derive(Clone, Default)]
@@ -56,4 +58,12 @@ pub async fn must_put(db: &Database, doc: &str, parent: Option<&Rev>, body: &str
     db.put(Edit::new(id(doc), parent.cloned(), body.as_bytes().to_vec()))
         .await
         .unwrap_or_else(|e| panic!("put {doc}: {e}"))
+}
+
+/// Read options for one specific revision.
+pub fn at_rev(rev: Rev) -> ReadOptions {
+    ReadOptions {
+        rev: Some(rev),
+        ..Default::default()
+    }
 }
