@@ -6,7 +6,7 @@ use topology::{DatacentreName, TargetKind, Topology};
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../topology/examples")
+        .join("examples")
         .join(name)
 }
 

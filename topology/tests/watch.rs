@@ -10,7 +10,7 @@ const POLL: Duration = Duration::from_millis(20);
 const WAIT: Duration = Duration::from_secs(10);
 
 fn local_text() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../topology/examples/local.toml");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/local.toml");
     std::fs::read_to_string(path).expect("local example is readable")
 }
 

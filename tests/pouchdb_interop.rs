@@ -11,7 +11,7 @@ use std::process::Command;
 use support::*;
 
 fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
 /// Installs the pinned Node packages if they are not there yet (CI does it first).

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use support::*;
 
 fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
 struct NodeServer(std::process::Child);

@@ -7,7 +7,7 @@ use topology::cli::{run, TopologyCliError, TopologyCommand};
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../topology/examples")
+        .join("examples")
         .join(name)
 }
 

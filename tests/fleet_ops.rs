@@ -257,7 +257,7 @@ async fn status_page_renders_in_headless_chromium() {
 
 #[test]
 fn demo_runs_to_a_clean_exit() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(BIN)
         .args(["demo", "--topology"])
         .arg(root.join("topology/examples/local.toml"))
