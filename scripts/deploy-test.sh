@@ -90,8 +90,8 @@ client_loop() {
     i=$((i + 1))
     w=$((i % 2))
     body="{\"tag\":\"$tag\",\"n\":$i}"
-    # shellcheck disable=SC2086 # the chain is a list of flags
     acked=0
+    # shellcheck disable=SC2086 # the chain is a list of flags
     if rev=$("$bin" put ${chain[$w]} "$tag-$i" "$body" 2>>"$out/put.err") && [ -n "$rev" ]; then
       echo "$tag-$i $rev" >>"$out/acked"
       acked=1
@@ -138,7 +138,7 @@ cleanup_all() {
   local ns s
   if [ -d "$WORK/cm" ]; then
     for s in "$WORK"/cm/*; do
-      [ -S "$s" ] && ssh -o ControlPath="$s" -O exit "$P" >/dev/null 2>&1 || true
+      if [ -S "$s" ]; then ssh -o ControlPath="$s" -O exit "$P" >/dev/null 2>&1 || true; fi
     done
   fi
   for ns in $(our_namespaces); do
@@ -377,6 +377,12 @@ sessionfleet_service_manager: runit
 sessionfleet_binary_src: $BIN1
 sessionfleet_topology_src: $WORK/fleet/topology.toml
 EOF
+  # A secrets file, to check the role ships it (0600, the node's user) and never logs it. The
+  # topology has no [auth] section naming it, so nodes do not read it.
+  SECRET_MARK="sfd-secret-$RANDOM$RANDOM$RANDOM"
+  printf '# deploy-test placeholder\nmarker = "%s"\n' "$SECRET_MARK" >"$WORK/fleet/secrets.toml"
+  chmod 0600 "$WORK/fleet/secrets.toml"
+  echo "sessionfleet_secrets_src: $WORK/fleet/secrets.toml" >>"$WORK/inventory/group_vars/all.yml"
   if [ "$tls" = 1 ]; then
     cat >>"$WORK/inventory/group_vars/all.yml" <<EOF
 sessionfleet_tls_ca_src: $WORK/fleet/tls/ca.pem
@@ -426,7 +432,7 @@ expect_refused() {
     grep -qF -- "$msg" "$LAST_LOG" || fail "pre-flight ($label) did not say \"$msg\"; see $LAST_LOG"
   done
   grep -q "^london .*changed=" "$LAST_LOG" && fail "pre-flight ($label) let plays reach the hosts"
-  say "pre-flight refused the $label inventory: $(grep -o 'topology [^"]*\|inventory host [^"]*' "$LAST_LOG" | head -n 1 | cut -c1-200)"
+  say "pre-flight refused the $label inventory: $(grep -o '"msg": "[^"]*"' "$LAST_LOG" | head -n 1 | cut -c9-)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -571,9 +577,10 @@ main() {
   inv=$(cat "$WORK/inventory/hosts.ini")
   expect_refused missing-host "$(grep -v 'us-east-1' <<<"$inv")" \
     "spoke us-east-1 of datacentre us-east" "has no inventory host"
-  expect_refused wrong-address "$(sed "s/ansible_host=$NET.12 /ansible_host=$NET.99 /" <<<"$inv")" \
+  expect_refused wrong-address "${inv//ansible_host=$NET.12 /ansible_host=$NET.99 }" \
     "spoke us-east-1 of datacentre us-east" "does not match inventory host us-east-1 (ansible_host=$NET.99"
-  expect_refused extra-host "$(sed "s/^\[spokes\]$/[spokes]\nap-south-1 ansible_host=$NET.13 role=spoke datacentre=ap-south http_addr=$NET.13:$HTTP_PORT grpc_addr=$NET.13:$GRPC_PORT/" <<<"$inv")" \
+  local extra="ap-south-1 ansible_host=$NET.13 role=spoke datacentre=ap-south http_addr=$NET.13:$HTTP_PORT grpc_addr=$NET.13:$GRPC_PORT"
+  expect_refused extra-host "${inv/\[spokes\]/[spokes]$'\n'$extra}" \
     "inventory host ap-south-1 (ansible_host=$NET.13) is not a node of topology"
   for i in "${!HOSTS[@]}"; do
     on_host "$i" 'test ! -e /etc/sessionfleet && ! getent passwd sessionfleet' ||
@@ -592,15 +599,24 @@ main() {
   # Isolation: the system user exists on each host, not on this machine.
   for i in "${!HOSTS[@]}"; do
     on_host "$i" getent passwd sessionfleet >/dev/null || fail "${HOSTS[$i]}: no sessionfleet user"
-    [ "$(on_host "$i" stat -c '%a %U' /var/lib/sessionfleet/data)" = "700 sessionfleet" ] ||
+    [ "$(on_host "$i" "stat -c '%a %U' /var/lib/sessionfleet/data")" = "700 sessionfleet" ] ||
       fail "${HOSTS[$i]}: data directory is not 0700 sessionfleet"
-    on_host "$i" systemd-analyze verify /etc/sessionfleet/sessionfleet.service >/dev/null 2>&1 ||
-      say "note: systemd-analyze verify of the installed reference unit on ${HOSTS[$i]} complained"
+    [ "$(on_host "$i" "stat -c '%a %U' /etc/sessionfleet/secrets.toml")" = "600 sessionfleet" ] ||
+      fail "${HOSTS[$i]}: secrets file is not 0600 sessionfleet"
+    on_host "$i" grep -q "$SECRET_MARK" /etc/sessionfleet/secrets.toml ||
+      fail "${HOSTS[$i]}: secrets file has the wrong content"
+    on_host "$i" systemd-analyze verify /etc/sessionfleet/sessionfleet.service:sessionfleet.service ||
+      fail "${HOSTS[$i]}: the rendered systemd unit does not verify"
   done
-  if getent passwd sessionfleet >/dev/null; then
-    say "note: this machine has a sessionfleet user of its own (not created by this test)"
+  if grep -rqF "$SECRET_MARK" "$WORK/logs"; then
+    fail "the secrets file's content reached an ansible log"
   fi
-  [ ! -e /etc/sessionfleet ] || say "note: this machine has an /etc/sessionfleet of its own"
+  local here="not on this machine"
+  if getent passwd sessionfleet >/dev/null || [ -e /etc/sessionfleet ] || [ -e /usr/local/bin/sessionfleet ]; then
+    here="BUT this machine has a sessionfleet user, /etc/sessionfleet or /usr/local/bin/sessionfleet too (leaked, or its own)"
+  fi
+  FIGURES+=("isolation: user sessionfleet, /etc/sessionfleet, /usr/local/bin/sessionfleet on each of 3 hosts, $here; data dirs 0700, secrets 0600, units verified")
+  say "${FIGURES[-1]}"
 
   # A write at one spoke is readable at the other.
   local rev tries=0

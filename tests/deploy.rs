@@ -6,7 +6,7 @@
 //! Skipped, with the reason printed, when not root or when the script's tools (openssh-server,
 //! runit, the ansible venv from `scripts/ansible-venv.sh`) are missing — unless
 //! `SF_DEPLOY_REQUIRE=1`, which turns a skip into a failure. `.ci/run` runs the script itself
-//! before the test suite and sets `SF_DEPLOY_TEST=done`, so CI does not deploy twice.
+//! before the test suite and sets `SF_DEPLOY_TEST=already-ran`, so CI does not deploy twice.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,8 +27,8 @@ fn is_root() -> bool {
 
 #[test]
 fn ansible_deploys_restarts_and_upgrades_a_fleet_on_test_hosts() {
-    if std::env::var("SF_DEPLOY_TEST").as_deref() == Ok("done") {
-        eprintln!("SKIP: SF_DEPLOY_TEST=done: scripts/deploy-test.sh already ran in this CI run");
+    if std::env::var("SF_DEPLOY_TEST").as_deref() == Ok("already-ran") {
+        eprintln!("SKIP: SF_DEPLOY_TEST=already-ran: scripts/deploy-test.sh already ran in this CI run");
         return;
     }
     let required = std::env::var("SF_DEPLOY_REQUIRE").as_deref() == Ok("1");
