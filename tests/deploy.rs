@@ -33,7 +33,10 @@ fn ansible_deploys_restarts_and_upgrades_a_fleet_on_test_hosts() {
     }
     let required = std::env::var("SF_DEPLOY_REQUIRE").as_deref() == Ok("1");
     if !is_root() {
-        assert!(!required, "SF_DEPLOY_REQUIRE=1 but the deployment test needs root");
+        assert!(
+            !required,
+            "SF_DEPLOY_REQUIRE=1 but the deployment test needs root"
+        );
         eprintln!("SKIP: the deployment test needs root (network, mount and PID namespaces)");
         return;
     }
@@ -42,7 +45,10 @@ fn ansible_deploys_restarts_and_upgrades_a_fleet_on_test_hosts() {
         .arg(&script)
         .env("SESSIONFLEET_BIN", env!("CARGO_BIN_EXE_sessionfleet"))
         // Its own work directory, so a run by hand elsewhere is not disturbed.
-        .env("SF_DEPLOY_WORK", std::env::temp_dir().join("sf-deploy-test-cargo"))
+        .env(
+            "SF_DEPLOY_WORK",
+            std::env::temp_dir().join("sf-deploy-test-cargo"),
+        )
         .status()
         .expect("run scripts/deploy-test.sh");
     match status.code() {
