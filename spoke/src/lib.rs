@@ -102,7 +102,10 @@ pub async fn run(
     let node = Node::start(store.clone(), config.server.clone()).await?;
     let me = format!("{}/{}", config.datacentre, config.node);
     let mut plan = config.plan.clone();
-    let mut running = start_replications(&store, &plan, &me, &shutdown).await?;
+    // Replications get their own token, not the process's: at shutdown they must outlive the
+    // serving node long enough to deliver what it acknowledged (see `deliver_pushes`).
+    let replicating = CancellationToken::new();
+    let mut running = start_replications(&store, &plan, &me, &replicating).await?;
     tracing::info!(datacentre = %config.datacentre, node = %config.node, hub = %plan.hub_grpc, databases = plan.databases.len(), "spoke replicating");
     ready(
         node.http_addr,
@@ -128,18 +131,57 @@ pub async fn run(
                 tracing::info!(hub = %new_plan.hub_grpc, databases = new_plan.databases.len(), "topology changed: restarting replications");
                 stop_replications(running).await;
                 plan = new_plan;
-                running = start_replications(&store, &plan, &me, &shutdown).await?;
+                running = start_replications(&store, &plan, &me, &replicating).await?;
             }
         }
     }
     tracing::info!("shutting down");
-    // Replications write a last checkpoint, then the node drains, then the store closes.
-    stop_replications(running).await;
+    // A rolling restart must not strand acknowledged writes on a stopped spoke: the node stops
+    // taking requests and finishes those in flight, the pushes deliver everything committed up
+    // to then, the replications write a last checkpoint and stop, then the store closes.
     node.shutdown().await;
+    deliver_pushes(&store, &plan, &running, FINAL_PUSH_TIMEOUT).await;
+    stop_replications(running).await;
+    replicating.cancel();
     if !store.close_within(Duration::from_secs(30)).await {
         tracing::error!("store did not close within 30 s");
     }
     Ok(())
+}
+
+/// How long a stopping spoke waits for its pushes to reach the hub (an unreachable hub costs
+/// this much shutdown time; the writes stay local and are pushed after the restart).
+const FINAL_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until each database's push has delivered (the hub acknowledged) every change
+/// committed locally so far, or `within` passes.
+async fn deliver_pushes(store: &Store, plan: &ReplicationPlan, running: &[Replication], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    for db in &plan.databases {
+        let Ok(local) = store.db(&db.name) else { continue };
+        let committed = local.info().update_seq;
+        let label = push_label(&db.name);
+        let Some(push) = running.iter().find(|r| r.status().snapshot().label == label) else {
+            continue;
+        };
+        loop {
+            let s = push.status().snapshot();
+            // `progress` reports the position written to the hub as source_seq - seq_lag.
+            let delivered = s.source_seq.saturating_sub(s.seq_lag);
+            if delivered >= committed {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline || push.is_finished() {
+                tracing::warn!(database = %db.name, delivered, committed, "stopping with changes not yet pushed to the hub; they are pushed after the restart");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn push_label(db: &DbName) -> String {
+    format!("push:{db}")
 }
 
 async fn stop_replications(running: Vec<Replication>) {
@@ -192,7 +234,11 @@ async fn start_replications(
             ("push", local.clone(), hub(&push_channel)),
             ("pull", hub(&pull_channel), local.clone()),
         ] {
-            let mut spec = ReplicationSpec::new(source, target, format!("{direction}:{}", db.name));
+            let label = match direction {
+                "push" => push_label(&db.name),
+                _ => format!("{direction}:{}", db.name),
+            };
+            let mut spec = ReplicationSpec::new(source, target, label);
             spec.continuous = true;
             // Whichever direction reaches the hub first creates the database there.
             spec.create_target = direction == "push";
