@@ -204,12 +204,15 @@ find_binary() {
     echo "$SESSIONFLEET_BIN"
     return
   fi
-  (cd "$ROOT" && cargo build --bin sessionfleet --message-format=json) |
+  # The test command's own build (same features), so CI compiles nothing extra for this.
+  (cd "$ROOT" && cargo test --workspace --no-run --message-format=json) |
     python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "sessionfleet":
+    if (m.get("reason") == "compiler-artifact" and m.get("executable")
+            and m["target"]["name"] == "sessionfleet" and "bin" in m["target"]["kind"]
+            and not m["profile"]["test"]):
         print(m["executable"])' | tail -n 1
 }
 
