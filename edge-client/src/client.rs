@@ -268,7 +268,15 @@ impl Client {
         }
         metrics::counter!("edge_cache_misses_total").increment(1);
         match flight(&self.inner, key.clone(), state.clone()).await {
-            Ok(f) => Ok((f.answer, served(Source::Target(f.target), started, false))),
+            Ok(f) => {
+                // A shared answer may have been settled a moment before this
+                // caller joined: the expiry is checked again as it is served.
+                let answer = match f.answer {
+                    Answer::Found(s) if rule::expired(&s, rule::unix_now()) => Answer::Absent(Absence::Expired),
+                    a => a,
+                };
+                Ok((answer, served(Source::Target(f.target), started, false)))
+            }
             Err(e @ ClientError::Unavailable { .. }) if stale_candidate => {
                 // Every target unreachable: the entry, if it is still cached (not
                 // invalidated meanwhile) and the rule still allows it.
@@ -312,8 +320,11 @@ impl Client {
             async move { c.put(r).await.map(|r| r.into_inner().rev) }
         })
         .await?;
-        // The next read fetches it (with its expiry, which only the server knows).
-        self.inner.cache.invalidate(&(Arc::from(db), Arc::from(id))).await;
+        // The next read fetches it (with its expiry, which only the server
+        // knows); a delete seen earlier no longer speaks for it.
+        let key: Key = (Arc::from(db), Arc::from(id));
+        self.inner.deletes.invalidate(&key).await;
+        self.inner.cache.invalidate(&key).await;
         Ok(new_rev)
     }
 

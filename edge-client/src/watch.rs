@@ -238,6 +238,10 @@ async fn on_change(i: &Inner, state: &WatchState, c: &WatchChange) {
     let key: Key = (state.db.clone(), Arc::from(c.id.as_str()));
     if c.deleted {
         i.deletes.insert(key.clone(), rule::generation(&c.rev)).await;
+    } else {
+        // Written again (a re-creation, even one purged and restarted at
+        // generation 1 after expiry): the delete no longer speaks for it.
+        i.deletes.invalidate(&key).await;
     }
     // Already this revision (read after the change): keep it.
     let current = !c.deleted
