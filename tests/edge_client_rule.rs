@@ -409,6 +409,25 @@ async fn a_read_never_outlasts_its_budget() {
     assert!(took < BUDGET + Duration::from_millis(400), "a read took {took:?}");
 }
 
+/// Item 6: a hedge that failed is not asked again as the next target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_hedge_is_not_asked_again() {
+    let dirs: Vec<_> = (0..1).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hub = Proc::must_start_hub(dirs[0].path());
+    let local = Proxy::start(hub.grpc).await;
+    local.blackhole(true);
+    // Accepts, then finds nothing behind it: fails fast, and counts each try.
+    let broken = Proxy::start(free_addr()).await;
+    let client = builder(local.addr, &[broken.addr, hub.grpc])
+        .hedge_after(Duration::from_millis(20))
+        .hedge_ratio(1.0)
+        .build()
+        .unwrap();
+    let (_, served) = client.get_traced("sessions", "s").await.unwrap();
+    assert_eq!(served.source, Source::Target("fallback-1".into()));
+    assert_eq!(broken.accepted(), 1, "the failed hedge target was asked again");
+}
+
 /// Item 6: when every target is down, cached sessions are served (marked
 /// stale) for the stale-if-error window, and not after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -741,4 +760,100 @@ async fn no_read_returns_a_session_deleted_or_expired_beyond_the_bound() {
         "{} stale reads: {violations:#?}",
         violations.len()
     );
+}
+
+fn fleet_file(hub: &Proc, local: (&str, &Proc), other: &Proc, max_staleness_ms: u64) -> String {
+    format!(
+        r#"[fleet]
+name = "test-fleet"
+
+[hub]
+name = "london"
+http = "{}"
+grpc = "{}"
+
+[[datacentre]]
+name = "eu-west"
+failover = ["london", "us-east"]
+  [[datacentre.spoke]]
+  name = "{}"
+  http = "{}"
+  grpc = "{}"
+
+[[datacentre]]
+name = "us-east"
+failover = ["london"]
+  [[datacentre.spoke]]
+  name = "us-east-1"
+  http = "{}"
+  grpc = "{}"
+
+[[database]]
+name = "sessions"
+
+[client]
+deadline_ms = 2000
+max_staleness_ms = {max_staleness_ms}
+"#,
+        hub.http, hub.grpc, local.0, local.1.http, local.1.grpc, other.http, other.grpc
+    )
+}
+
+/// Item 6: a topology reload applies `[client]` and moves the stream to the new
+/// local spoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_reload_moves_the_stream_and_applies_client_settings() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hub = Proc::must_start_hub(dirs[0].path());
+    let a = must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", DB);
+    let b = must_start_spoke(dirs[2].path(), hub.grpc, "us-east", DB);
+    let http = Http::default();
+    let v1 = http
+        .must(
+            "PUT",
+            &format!("{}/sessions/k", a.base()),
+            Some(json!({"v": 1})),
+            201,
+        )
+        .await;
+    must_reach(&http, &b, "k").await;
+    let topo = dirs[3].path().join("fleet.toml");
+    std::fs::write(&topo, fleet_file(&hub, ("eu-west-1", &a), &b, 60_000)).unwrap();
+    let client = Client::from_topology_file(&topo, "eu-west").unwrap();
+    must_watch(&client).await;
+    let (_, served) = client.get_traced("sessions", "k").await.unwrap();
+    assert_eq!(served.source, Source::Target("eu-west-1".into()));
+    assert_eq!(
+        client.get_traced("sessions", "k").await.unwrap().1.source,
+        Source::Cache
+    );
+
+    // Ops move eu-west to spoke B and tighten the staleness bound.
+    std::fs::write(&topo, fleet_file(&hub, ("eu-west-2", &b), &a, 100)).unwrap();
+    let c = client.clone();
+    must_eventually("chain reloaded", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { c.targets() == ["eu-west-2", "london", "us-east-1"] }
+    })
+    .await;
+    // B moves on, unseen by A: only a stream from B (or the new bound) can tell.
+    hub.signal(libc::SIGSTOP);
+    http.must(
+        "PUT",
+        &format!("{}/sessions/k", b.base()),
+        Some(json!({"_rev": v1["rev"], "v": 2})),
+        201,
+    )
+    .await;
+    let c = client.clone();
+    must_eventually(
+        "the change at the new local spoke seen",
+        Duration::from_secs(5),
+        || {
+            let c = c.clone();
+            async move { c.get("sessions", "k").await.unwrap().unwrap().body.as_ref() == br#"{"v":2}"# }
+        },
+    )
+    .await;
+    hub.signal(libc::SIGCONT);
 }

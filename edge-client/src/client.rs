@@ -272,7 +272,9 @@ impl Client {
                 // A shared answer may have been settled a moment before this
                 // caller joined: the expiry is checked again as it is served.
                 let answer = match f.answer {
-                    Answer::Found(s) if rule::expired(&s, rule::unix_now()) => Answer::Absent(Absence::Expired),
+                    Answer::Found(s) if rule::expired(&s, rule::unix_now()) => {
+                        Answer::Absent(Absence::Expired)
+                    }
                     a => a,
                 };
                 Ok((answer, served(Source::Target(f.target), started, false)))
