@@ -44,24 +44,17 @@ async fn must_watch(client: &Client) {
     .await;
 }
 
-async fn must_reach(http: &Http, node: &Proc, id: &str) -> serde_json::Value {
+async fn must_reach(http: &Http, node: &Proc, id: &str) {
     let url = format!("{}/sessions/{id}", node.base());
-    let mut doc = serde_json::Value::Null;
     must_eventually(
         &format!("{id} at {}", node.base()),
         Duration::from_secs(30),
         || {
             let (h, u) = (http.clone(), url.clone());
-            let d = &mut doc;
-            async move {
-                let (status, v) = h.req("GET", &u, None).await;
-                *d = v;
-                status == 200
-            }
+            async move { h.req("GET", &u, None).await.0 == 200 }
         },
     )
     .await;
-    doc
 }
 
 /// Item 1: Watch never reports an expiry, so the client must know it.
@@ -188,14 +181,15 @@ async fn a_read_that_raced_an_invalidation_is_not_trusted() {
     // The stream's connection is prompt; the reads' connection (opened next) is slow.
     must_watch(&client).await;
     proxy.delay_new_connections(Duration::from_millis(1500));
-    let gets = || metric_sum(&spoke, "grpc_requests_total", "method=\"get\"");
+    let sp = &spoke;
+    let gets = move || metric_sum(sp, "grpc_requests_total", "method=\"get\"");
     let before = gets().await;
     let c = client.clone();
     let read = tokio::spawn(async move { c.get("sessions", "s").await });
     must_eventually(
         "the read served by the spoke",
         Duration::from_secs(10),
-        || async { gets().await > before },
+        move || async move { gets().await > before },
     )
     .await;
     http.must(
@@ -359,7 +353,10 @@ async fn writes_have_their_own_deadline_and_an_explicit_unknown_outcome() {
     must_eventually(
         "the unanswered write committed at A",
         Duration::from_secs(5),
-        || async { http.req("GET", &format!("{}/sessions/w", a.base()), None).await.1["v"] == 5 },
+        || {
+            let (h, u) = (http.clone(), format!("{}/sessions/w", a.base()));
+            async move { h.req("GET", &u, None).await.1["v"] == 5 }
+        },
     )
     .await;
 

@@ -625,8 +625,13 @@ async fn flight(
             Some(f) => f.clone(),
             None => {
                 let task = tokio::spawn(fetch_and_cache(inner.clone(), key.clone(), state));
+                let (owner, k) = (Arc::downgrade(inner), key.clone());
                 let f: Flight = async move {
                     task.await.unwrap_or_else(|e| {
+                        // The task removes its flight when done; here it could not.
+                        if let Some(i) = owner.upgrade() {
+                            i.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+                        }
                         Err(ClientError::Unavailable {
                             attempts: vec![("client".into(), format!("fetch task failed: {e}"))],
                         })
@@ -654,6 +659,8 @@ async fn fetch_and_cache(
         Ok(raw) => Ok(settle(&inner, &key, state.as_deref(), generation, sent, raw).await),
         Err(e) => Err(e),
     };
+    // Done, whether or not anyone still waits: the next miss starts a new fetch
+    // (a finished flight must never answer a later read).
     inner
         .flights
         .lock()
