@@ -182,7 +182,8 @@ impl WatchState {
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         h.changes.clear();
         h.floor_seq = since;
-        h.floor_at = Instant::now();
+        // `floor_at` stays: reads of other stores are bounded by max_staleness
+        // whatever the stream saw, and the time check only narrows that.
         self.covered_from.store(since, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
