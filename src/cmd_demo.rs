@@ -188,6 +188,7 @@ async fn tour(topology_path: &Path, work: &Path) -> anyhow::Result<()> {
     let client = |dc: &str| -> anyhow::Result<Client> {
         Ok(ClientBuilder::from_topology(&t, dc)?
             .deadline(Duration::from_millis(200))
+            .read_budget(Duration::from_secs(1))
             .probe_interval(Duration::from_millis(200))
             .build()?)
     };

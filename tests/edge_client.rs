@@ -19,6 +19,7 @@ fn client_for(local: std::net::SocketAddr, fallbacks: &[std::net::SocketAddr]) -
         .deadline(DEADLINE)
         .fallback_deadline(Duration::from_secs(2))
         .max_staleness(Duration::from_secs(2))
+        .watch_silence(Duration::from_millis(1500))
         .probe_interval(Duration::from_millis(100));
     for (i, f) in fallbacks.iter().enumerate() {
         b = b.fallback(format!("fallback-{i}"), format!("http://{f}"));
@@ -210,6 +211,7 @@ async fn changes_evict_cached_sessions_and_staleness_is_bounded() {
 
     // Cut the stream (freeze the spoke): cached entries are not served past max_staleness.
     client.put("sessions", "t", None, br#"{"v":1}"#).await.unwrap();
+    client.get("sessions", "t").await.unwrap();
     assert_eq!(
         client.get_traced("sessions", "t").await.unwrap().1.source,
         Source::Cache

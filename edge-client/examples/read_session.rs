@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use edge_client::{ClientBuilder, Source};
+use edge_client::{ClientBuilder, ClientError, Source};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,34 +21,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     };
     let topology = topology::Topology::load(&file)?;
-    // Local spokes first, then the datacentre's failover chain; deadlines,
+    // Local spokes first, then the datacentre's failover chain; the read budget,
     // hedging, cache size and staleness bound from the file's [client] section.
     let client = ClientBuilder::from_topology(&topology, &dc)?.build()?;
 
-    // Create the session if it does not exist yet, as a login would.
-    if client.get("sessions", &id).await?.is_none() {
-        let rev = client
-            .put("sessions", &id, None, br#"{"user":"ada","roles":["reader"]}"#)
-            .await?;
-        println!("created {id} at revision {rev}");
-    }
-    // Every request reads the session: the first read goes upstream, the next come from the cache.
+    // What an app does on every request. The client serves an answer only if
+    // its invalidation stream vouches for it, or it is younger than
+    // max_staleness (or, when every server is unreachable, within the
+    // stale-if-error window) — and never past the session's expiry or after a
+    // delete it has seen.
+    let rev = match client.read("sessions", &id).await {
+        Ok(session) => session.rev,
+        // Not found, deleted (logged out) or expired: the user must log in.
+        // Here, the "login" creates the session.
+        Err(e) if e.is_gone() => {
+            println!("{e}: logging in");
+            match client
+                .put("sessions", &id, None, br#"{"user":"ada","roles":["reader"]}"#)
+                .await
+            {
+                Ok(rev) => rev,
+                // The write may have committed: re-read before writing again.
+                Err(ClientError::WriteOutcomeUnknown { .. }) => client.read("sessions", &id).await?.rev,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The client cannot tell whether the session exists: fail the request
+        // (503), do not log the user out.
+        Err(e @ ClientError::Unavailable { .. }) => {
+            eprintln!("sessions unavailable, try again: {e}");
+            std::process::exit(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{id} at revision {rev}");
+    // The first read went upstream; the next come from the cache.
     for _ in 0..3 {
-        let (session, served) = client.get_traced("sessions", &id).await?;
+        let (session, served) = client.read_traced("sessions", &id).await?;
         let from = match served.source {
             Source::Target(t) => format!("server {t}"),
+            Source::Cache if served.stale => "the cache (stale: no server reachable)".into(),
             Source::Cache => "the cache".into(),
             Source::NegativeCache => "the negative cache".into(),
         };
-        match session {
-            Some(s) => println!(
-                "{} (rev {}) from {from} in {:?}",
-                String::from_utf8_lossy(&s.body),
-                s.rev,
-                served.latency
-            ),
-            None => println!("no session {id} (from {from})"),
-        }
+        println!(
+            "{} (rev {}, expires {:?}) from {from} in {:?}",
+            String::from_utf8_lossy(&session.body),
+            session.rev,
+            session.expires_at,
+            served.latency
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())

@@ -1,8 +1,10 @@
-//! Configuring a [`Client`]: targets in failover order, deadlines, cache size.
+//! Configuring a [`Client`]: targets in failover order, deadlines, cache size,
+//! and the bounds of the serving rule (see the crate docs).
 
 use std::time::Duration;
 
-use crate::client::{Client, ClientError};
+use crate::client::Client;
+use crate::error::ClientError;
 
 /// A server the client may ask.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +29,12 @@ pub struct ClientBuilder {
     pub(crate) failure_threshold: u32,
     pub(crate) probe_interval: Duration,
     pub(crate) miss_checks: usize,
+    pub(crate) read_budget: Option<Duration>,
+    pub(crate) write_deadline: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) watch_silence: Duration,
+    pub(crate) delete_memory: Duration,
+    pub(crate) watch_idle: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -43,6 +51,12 @@ impl Default for ClientBuilder {
             failure_threshold: 3,
             probe_interval: Duration::from_millis(500),
             miss_checks: 2,
+            read_budget: None,
+            write_deadline: Duration::from_secs(2),
+            stale_if_error: Duration::from_secs(10),
+            watch_silence: Duration::from_secs(3),
+            delete_memory: Duration::from_secs(300),
+            watch_idle: Duration::from_secs(60),
         }
     }
 }
@@ -79,9 +93,14 @@ impl ClientBuilder {
             )));
         }
         let c = &topology.client;
+        // `deadline_ms` is the budget of one read across the whole chain: the
+        // local spoke gets half of it, so a dead one leaves time for the next.
+        let budget = Duration::from_millis(c.deadline_ms.max(1));
         let mut b = ClientBuilder::default()
             .cache_bytes(c.cache_bytes)
-            .deadline(Duration::from_millis(c.deadline_ms))
+            .read_budget(budget)
+            .deadline((budget / 2).max(Duration::from_millis(1)))
+            .fallback_deadline(budget)
             .max_staleness(Duration::from_millis(c.max_staleness_ms))
             .negative_ttl(Duration::from_millis(c.negative_ttl_ms));
         if let Some(h) = c.hedge_after_ms {
@@ -129,8 +148,9 @@ impl ClientBuilder {
         self
     }
 
-    /// While the invalidation stream is down, cached entries older than this are
-    /// not served. Default 2 s.
+    /// Entries the invalidation stream does not vouch for (it is down, or they
+    /// were read from another store) are served only while younger than this.
+    /// 0 serves only vouched entries. Default 2 s.
     pub fn max_staleness(mut self, d: Duration) -> Self {
         self.max_staleness = d;
         self
@@ -152,6 +172,75 @@ impl ClientBuilder {
     pub fn probe_interval(mut self, d: Duration) -> Self {
         self.probe_interval = d;
         self
+    }
+
+    /// How many further targets confirm a "not found" from a local spoke. Default 2.
+    pub fn miss_checks(mut self, n: usize) -> Self {
+        self.miss_checks = n;
+        self
+    }
+
+    /// Time budget of one read across the whole chain (every target, hedges and
+    /// confirmations included); each call gets the smaller of its own deadline
+    /// and what is left. Default: `deadline + fallback_deadline`.
+    pub fn read_budget(mut self, d: Duration) -> Self {
+        self.read_budget = Some(d);
+        self
+    }
+
+    /// Deadline of one write attempt, sent to the server as `grpc-timeout`.
+    /// Separate from the read deadline: a durable write waits for an fsync.
+    /// Default 2 s.
+    pub fn write_deadline(mut self, d: Duration) -> Self {
+        self.write_deadline = d;
+        self
+    }
+
+    /// When every target is unreachable, a cached session may still be served
+    /// (marked [`Served::stale`](crate::Served)) until it is `max_staleness +
+    /// stale_if_error` old — never past its expiry or a delete this client saw.
+    /// `Duration::ZERO` disables it. Default 10 s.
+    pub fn stale_if_error(mut self, d: Duration) -> Self {
+        self.stale_if_error = d;
+        self
+    }
+
+    /// An invalidation stream silent for this long (it heartbeats every
+    /// second) is treated as dead: it stops vouching and is reconnected.
+    /// Default 3 s.
+    pub fn watch_silence(mut self, d: Duration) -> Self {
+        self.watch_silence = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long deletes this client has seen (its own, or its invalidation
+    /// stream's) are remembered, so that an older copy read from a lagging
+    /// target is answered as deleted. Default 5 min.
+    pub fn delete_memory(mut self, d: Duration) -> Self {
+        self.delete_memory = d;
+        self
+    }
+
+    /// A database's invalidation stream ends after this long without reads
+    /// (the next read starts it again). Default 60 s.
+    pub fn watch_idle(mut self, d: Duration) -> Self {
+        self.watch_idle = d;
+        self
+    }
+
+    /// The read budget in effect.
+    pub(crate) fn budget(&self) -> Duration {
+        self.read_budget
+            .unwrap_or_else(|| self.deadline.saturating_add(self.fallback_deadline))
+    }
+
+    /// The read deadline of a call to `t`.
+    pub(crate) fn deadline_of(&self, local: bool) -> Duration {
+        if local {
+            self.deadline
+        } else {
+            self.fallback_deadline
+        }
     }
 
     /// Builds the client; needs a Tokio runtime (background tasks).

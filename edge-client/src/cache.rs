@@ -1,4 +1,5 @@
-//! Cache entries: a session or a remembered "not found", weighed in bytes.
+//! Cache entries: a session or a remembered absence, weighed in bytes, with
+//! what the serving rule (`rule`) needs to judge them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,17 +7,48 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 
 use crate::client::Session;
+use crate::rule;
 
 /// Bytes charged per entry beyond key and body: moka's bookkeeping and ours.
 pub(crate) const ENTRY_OVERHEAD: u32 = 96;
 
+/// Why a session is not there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Absence {
+    /// Never seen by the targets asked.
+    Missing,
+    /// Deleted (a tombstone): the user logged out.
+    Deleted,
+    /// Past its expiry.
+    Expired,
+}
+
+/// An answer to a read.
+#[derive(Clone, Debug)]
+pub(crate) enum Answer {
+    Found(Arc<Session>),
+    Absent(Absence),
+}
+
+/// What vouches for an entry read from the store the invalidation stream
+/// follows: the stream's history and the sequence the read was served at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Vouch {
+    /// The stream's history the read belongs to (see `watch`).
+    pub generation: u64,
+    /// `GetResponse.update_seq`: every change after it is streamed.
+    pub seq: u64,
+}
+
 /// A cached answer.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    /// `None`: the session did not exist when asked (a negative entry).
-    pub session: Option<Arc<Session>>,
-    /// When it was fetched, for the staleness bound.
+    pub answer: Answer,
+    /// When the read that produced it was sent (not answered: the value may be
+    /// that old).
     pub fetched: Instant,
+    /// Set only when read from the invalidation stream's own store.
+    pub vouch: Option<Vouch>,
 }
 
 /// The cache key: database and document id.
@@ -24,23 +56,43 @@ pub(crate) type Key = (Arc<str>, Arc<str>);
 
 /// An entry's weight: key, body, revision and overhead, in bytes.
 pub(crate) fn weigh(key: &Key, entry: &Entry) -> u32 {
-    let body = entry
-        .session
-        .as_ref()
-        .map_or(0, |s| s.body.len() + s.rev.len() + s.id.len());
+    let body = match &entry.answer {
+        Answer::Found(s) => s.body.len() + s.rev.len() + s.id.len(),
+        Answer::Absent(_) => 0,
+    };
     let total = key.0.len() + key.1.len() + body + ENTRY_OVERHEAD as usize;
     u32::try_from(total).unwrap_or(u32::MAX)
 }
 
-/// Negative entries live for `negative_ttl`; sessions until evicted,
-/// invalidated, or replaced.
+/// Frees entries once no rule can serve them: absences after `negative_ttl`,
+/// sessions at their expiry, and unvouched sessions after the stale-if-error
+/// window. (Serving is decided by `rule::judge`, not by this.)
 pub(crate) struct EntryExpiry {
     pub negative_ttl: Duration,
+    pub unvouched_lifetime: Duration,
+}
+
+impl EntryExpiry {
+    fn lifetime(&self, value: &Entry) -> Option<Duration> {
+        match &value.answer {
+            Answer::Absent(_) => Some(self.negative_ttl),
+            Answer::Found(s) => {
+                let until_expiry = s
+                    .expires_at
+                    .map(|t| Duration::from_secs(t.saturating_sub(rule::unix_now())));
+                let unvouched = value.vouch.is_none().then_some(self.unvouched_lifetime);
+                match (until_expiry, unvouched) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
 }
 
 impl Expiry<Key, Entry> for EntryExpiry {
     fn expire_after_create(&self, _key: &Key, value: &Entry, _created_at: Instant) -> Option<Duration> {
-        value.session.is_none().then_some(self.negative_ttl)
+        self.lifetime(value)
     }
 
     fn expire_after_update(
@@ -50,6 +102,6 @@ impl Expiry<Key, Entry> for EntryExpiry {
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        value.session.is_none().then_some(self.negative_ttl)
+        self.lifetime(value)
     }
 }

@@ -1,11 +1,15 @@
-//! The read and write paths.
+//! The read and write paths. Whether an answer may be served is decided by
+//! `rule` alone; this module fetches, single-flights, caches and writes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use moka::future::Cache;
 use proto::v1::sessions_client::SessionsClient;
 use proto::v1::{DeleteRequest, GetRequest, PutRequest};
@@ -14,9 +18,11 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::builder::{ClientBuilder, TargetSpec};
-use crate::cache::{weigh, Entry, EntryExpiry, Key};
+use crate::cache::{weigh, Absence, Answer, Entry, EntryExpiry, Key};
+use crate::error::ClientError;
 use crate::health::Health;
 use crate::hedge::HedgeBudget;
+use crate::rule::{self, Verdict};
 use crate::watch::{self, WatchState};
 
 /// A session as read.
@@ -28,6 +34,9 @@ pub struct Session {
     pub rev: String,
     /// Its JSON body, without `_id`/`_rev`.
     pub body: Bytes,
+    /// When it expires (unix seconds), if its database expires sessions. The
+    /// client never serves it at or after this time.
+    pub expires_at: Option<u64>,
 }
 
 /// Where an answer came from.
@@ -48,51 +57,37 @@ pub struct Served {
     pub source: Source,
     /// How long it took.
     pub latency: Duration,
-}
-
-/// What can go wrong.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    /// Every target failed or was skipped; each attempt and why.
-    #[error("no target could answer: {}", .attempts.iter().map(|(t, e)| format!("{t}: {e}")).collect::<Vec<_>>().join("; "))]
-    Unavailable {
-        /// (target, reason) per attempt.
-        attempts: Vec<(String, String)>,
-    },
-    /// A target refused the request (bad input, or a revision conflict on writes).
-    #[error("{target} refused: {code:?}: {message}")]
-    Rejected {
-        /// The target.
-        target: String,
-        /// The gRPC code (`Aborted` is a revision conflict).
-        code: Code,
-        /// Its message.
-        message: String,
-    },
-    /// The client is misconfigured.
-    #[error("configuration: {0}")]
-    Config(String),
+    /// Served from the cache under the stale-if-error window because no
+    /// target could be reached (see the crate docs).
+    pub stale: bool,
 }
 
 pub(crate) struct Target {
     pub name: String,
     pub url: String,
     pub local: bool,
+    /// Reads and writes.
     pub client: SessionsClient<Channel>,
+    /// The invalidation stream, on its own connection: its events must not
+    /// queue behind (or ahead of) reads, and a read's answer is ordered against
+    /// them by sequence, not by arrival.
+    pub watch_client: SessionsClient<Channel>,
     pub health: Health,
-    pub deadline: Duration,
 }
 
-/// Why one call to one target failed.
+/// Why one read call to one target failed.
 enum CallError {
     /// Worth trying elsewhere (unreachable, deadline, server trouble).
     Retry(String),
     /// The request itself is wrong: the same everywhere.
     Reject(Code, String),
+    /// A healthy answer: the target does not have this database.
+    NoDatabase,
 }
 
 fn classify(s: &tonic::Status) -> CallError {
     match s.code() {
+        Code::NotFound => CallError::NoDatabase,
         Code::InvalidArgument | Code::Aborted | Code::AlreadyExists | Code::ResourceExhausted => {
             CallError::Reject(s.code(), s.message().to_owned())
         }
@@ -100,12 +95,25 @@ fn classify(s: &tonic::Status) -> CallError {
     }
 }
 
+type Flight = Shared<BoxFuture<'static, Result<Fetched, ClientError>>>;
+
+/// The outcome of one (shared) fetch.
+#[derive(Clone)]
+struct Fetched {
+    answer: Answer,
+    target: String,
+}
+
 pub(crate) struct Inner {
     /// The chain in order, swapped whole when the topology changes.
     pub targets: ArcSwap<Vec<Arc<Target>>>,
     pub cache: Cache<Key, Entry>,
-    pub cfg: ClientBuilder,
+    /// Deletes this client has seen: key → generation of the tombstone.
+    pub deletes: Cache<Key, u64>,
+    /// Settings, swapped whole when the topology changes.
+    pub cfg: ArcSwap<ClientBuilder>,
     pub watches: Mutex<HashMap<Arc<str>, Arc<WatchState>>>,
+    flights: Mutex<HashMap<Key, Flight>>,
     hedge: HedgeBudget,
     pub shutdown: CancellationToken,
 }
@@ -126,6 +134,9 @@ impl Drop for DropGuard {
     }
 }
 
+/// Most deletes remembered (each costs its key and a number).
+const DELETE_MEMORY_ENTRIES: u64 = 100_000;
+
 impl Client {
     /// Starts configuring a client.
     pub fn builder() -> ClientBuilder {
@@ -139,16 +150,23 @@ impl Client {
             .weigher(weigh)
             .expire_after(EntryExpiry {
                 negative_ttl: cfg.negative_ttl,
+                unvouched_lifetime: cfg.max_staleness.saturating_add(cfg.stale_if_error),
             })
             .support_invalidation_closures()
+            .build();
+        let deletes = Cache::builder()
+            .max_capacity(DELETE_MEMORY_ENTRIES)
+            .time_to_live(cfg.delete_memory.max(Duration::from_millis(1)))
             .build();
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
             targets: ArcSwap::from_pointee(targets),
             cache,
+            deletes,
             hedge: HedgeBudget::new(cfg.hedge_ratio),
-            cfg,
+            cfg: ArcSwap::from_pointee(cfg),
             watches: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
             shutdown: shutdown.clone(),
         });
         tokio::spawn(probe_loop(Arc::downgrade(&inner)));
@@ -158,9 +176,11 @@ impl Client {
         })
     }
 
-    /// A client for `datacentre` whose chain follows the topology file at `path`:
-    /// the file is re-read when it changes, and a valid new chain replaces the old
-    /// one (targets that did not change keep their connections and health).
+    /// A client for `datacentre` whose chain and `[client]` settings follow the
+    /// topology file at `path`: the file is re-read when it changes, and a valid
+    /// new chain replaces the old one (targets that did not change keep their
+    /// connections and health; the invalidation streams move to the new local
+    /// spoke). The cache's byte bound is fixed when the client is built.
     pub fn from_topology_file(
         path: impl AsRef<std::path::Path>,
         datacentre: &str,
@@ -181,6 +201,28 @@ impl Client {
         self.inner.targets.load().iter().map(|t| t.name.clone()).collect()
     }
 
+    /// Reads a session. Not found, deleted and expired are errors
+    /// ([`ClientError::is_gone`]); so is "cannot tell" ([`ClientError::Unavailable`]).
+    pub async fn read(&self, db: &str, id: &str) -> Result<Session, ClientError> {
+        Ok(self.read_traced(db, id).await?.0)
+    }
+
+    /// [`Client::read`], also saying where the answer came from and how long it took.
+    pub async fn read_traced(&self, db: &str, id: &str) -> Result<(Session, Served), ClientError> {
+        let (answer, served) = self.lookup(db, id).await?;
+        match answer {
+            Answer::Found(s) => Ok(((*s).clone(), served)),
+            Answer::Absent(a) => {
+                let (db, id) = (db.to_owned(), id.to_owned());
+                Err(match a {
+                    Absence::Missing => ClientError::NotFound { db, id },
+                    Absence::Deleted => ClientError::Deleted { db, id },
+                    Absence::Expired => ClientError::Expired { db, id },
+                })
+            }
+        }
+    }
+
     /// Reads a session: `Ok(None)` if it does not exist (or has expired or been deleted).
     pub async fn get(&self, db: &str, id: &str) -> Result<Option<Session>, ClientError> {
         Ok(self.get_traced(db, id).await?.0)
@@ -188,66 +230,79 @@ impl Client {
 
     /// [`Client::get`], also saying where the answer came from and how long it took.
     pub async fn get_traced(&self, db: &str, id: &str) -> Result<(Option<Session>, Served), ClientError> {
+        let (answer, served) = self.lookup(db, id).await?;
+        Ok(match answer {
+            Answer::Found(s) => (Some((*s).clone()), served),
+            Answer::Absent(_) => (None, served),
+        })
+    }
+
+    /// The read path: the cache if the rule allows, else one shared fetch; if
+    /// that finds every target unreachable, the cached entry if the rule's
+    /// stale-if-error window allows.
+    async fn lookup(&self, db: &str, id: &str) -> Result<(Answer, Served), ClientError> {
         let started = Instant::now();
+        let cfg = self.inner.cfg.load_full();
         let state = watch::ensure(&self.inner, db);
         let key: Key = (Arc::from(db), Arc::from(id));
+        let mut stale_candidate = false;
         if let Some(entry) = self.inner.cache.get(&key).await {
-            if state.vouches_for(entry.fetched, self.inner.cfg.max_staleness) {
-                let source = if entry.session.is_some() {
-                    metrics::counter!("edge_cache_hits_total").increment(1);
-                    Source::Cache
-                } else {
-                    metrics::counter!("edge_negative_hits_total").increment(1);
-                    Source::NegativeCache
-                };
-                let served = Served {
-                    source,
-                    latency: started.elapsed(),
-                };
-                return Ok((entry.session.map(|s| (*s).clone()), served));
+            match rule::judge(&entry, state.as_deref(), &cfg, rule::unix_now()) {
+                Verdict::Serve => {
+                    let source = match entry.answer {
+                        Answer::Found(_) => {
+                            metrics::counter!("edge_cache_hits_total").increment(1);
+                            Source::Cache
+                        }
+                        Answer::Absent(_) => {
+                            metrics::counter!("edge_negative_hits_total").increment(1);
+                            Source::NegativeCache
+                        }
+                    };
+                    return Ok((entry.answer, served(source, started, false)));
+                }
+                Verdict::StaleIfError => stale_candidate = true,
+                Verdict::Refetch => {}
             }
             metrics::counter!("edge_stale_refetches_total").increment(1);
-            self.inner.cache.invalidate(&key).await;
         }
         metrics::counter!("edge_cache_misses_total").increment(1);
-        let served_by: Arc<Mutex<Option<String>>> = Arc::default();
-        let (inner, db2, id2, by) = (
-            self.inner.clone(),
-            db.to_owned(),
-            id.to_owned(),
-            served_by.clone(),
-        );
-        // Concurrent misses for one key share this one fetch.
-        let entry = self
-            .inner
-            .cache
-            .try_get_with(key, async move {
-                let (session, target) = fetch(&inner, &db2, &id2).await?;
-                *by.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
-                Ok::<_, ClientError>(Entry {
-                    session: session.map(Arc::new),
-                    fetched: Instant::now(),
-                })
-            })
-            .await
-            .map_err(|e| (*e).clone())?;
-        let who = served_by.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let source = match who {
-            Some(t) => Source::Target(t),
-            // Another caller's fetch answered for us.
-            None => Source::Cache,
-        };
-        Ok((
-            entry.session.map(|s| (*s).clone()),
-            Served {
-                source,
-                latency: started.elapsed(),
-            },
-        ))
+        match flight(&self.inner, key.clone(), state.clone()).await {
+            Ok(f) => {
+                // A shared answer may have been settled a moment before this
+                // caller joined: the expiry is checked again as it is served.
+                let answer = match f.answer {
+                    Answer::Found(s) if rule::expired(&s, rule::unix_now()) => {
+                        Answer::Absent(Absence::Expired)
+                    }
+                    a => a,
+                };
+                Ok((answer, served(Source::Target(f.target), started, false)))
+            }
+            Err(e @ ClientError::Unavailable { .. }) if stale_candidate => {
+                // Every target unreachable: the entry, if it is still cached (not
+                // invalidated meanwhile) and the rule still allows it.
+                if let Some(entry) = self.inner.cache.get(&key).await {
+                    let verdict = rule::judge(&entry, state.as_deref(), &cfg, rule::unix_now());
+                    if verdict != Verdict::Refetch && matches!(entry.answer, Answer::Found(_)) {
+                        metrics::counter!("edge_stale_if_error_total").increment(1);
+                        tracing::debug!(
+                            db,
+                            id,
+                            "every target unreachable; serving a cached session under stale-if-error"
+                        );
+                        return Ok((entry.answer, served(Source::Cache, started, true)));
+                    }
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates (`rev: None`) or updates a session; returns its new revision.
-    /// Goes to the local spoke, else along the chain.
+    /// Goes to the local spoke, else along the chain — but only on to the next
+    /// target when the write certainly did not happen; see [`ClientError::WriteOutcomeUnknown`].
     pub async fn put(
         &self,
         db: &str,
@@ -261,52 +316,58 @@ impl Client {
             rev: rev.unwrap_or("").into(),
             body: Bytes::copy_from_slice(body),
         };
-        let (new_rev, _) = write(&self.inner, |mut c| {
-            let req = req.clone();
-            async move { c.put(req).await.map(|r| r.into_inner().rev) }
+        let new_rev = write(&self.inner, |mut c, deadline| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(deadline);
+            async move { c.put(r).await.map(|r| r.into_inner().rev) }
         })
         .await?;
-        let session = Session {
-            id: id.into(),
-            rev: new_rev.clone(),
-            body: Bytes::copy_from_slice(body),
-        };
-        self.inner
-            .cache
-            .insert(
-                (Arc::from(db), Arc::from(id)),
-                Entry {
-                    session: Some(Arc::new(session)),
-                    fetched: Instant::now(),
-                },
-            )
-            .await;
+        // The next read fetches it (with its expiry, which only the server
+        // knows); a delete seen earlier no longer speaks for it.
+        let key: Key = (Arc::from(db), Arc::from(id));
+        self.inner.deletes.invalidate(&key).await;
+        self.inner.cache.invalidate(&key).await;
         Ok(new_rev)
     }
 
-    /// Deletes a session at revision `rev` (a tombstone that replicates).
+    /// Deletes a session at revision `rev` (a tombstone that replicates). From
+    /// then on this client answers it as deleted, whatever a lagging target says,
+    /// until a newer revision (a re-creation) appears.
     pub async fn delete(&self, db: &str, id: &str, rev: &str) -> Result<String, ClientError> {
         let req = DeleteRequest {
             db: db.into(),
             id: id.into(),
             rev: rev.into(),
         };
-        let (new_rev, _) = write(&self.inner, |mut c| {
-            let req = req.clone();
-            async move { c.delete(req).await.map(|r| r.into_inner().rev) }
+        let new_rev = write(&self.inner, |mut c, deadline| {
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(deadline);
+            async move { c.delete(r).await.map(|r| r.into_inner().rev) }
         })
         .await?;
+        let key: Key = (Arc::from(db), Arc::from(id));
+        self.inner
+            .deletes
+            .insert(key.clone(), rule::generation(&new_rev))
+            .await;
         self.inner
             .cache
             .insert(
-                (Arc::from(db), Arc::from(id)),
+                key,
                 Entry {
-                    session: None,
+                    answer: Answer::Absent(Absence::Deleted),
                     fetched: Instant::now(),
+                    vouch: None,
                 },
             )
             .await;
         Ok(new_rev)
+    }
+
+    /// Starts the invalidation stream of `db` now (it otherwise starts at the
+    /// first read), so that first reads can already be vouched for.
+    pub fn watch(&self, db: &str) {
+        let _ = watch::ensure(&self.inner, db);
     }
 
     /// Bytes the cache holds now (eventually consistent; see moka).
@@ -334,6 +395,40 @@ impl Client {
             .get(db)
             .is_some_and(|w| w.is_connected())
     }
+
+    /// The databases with an invalidation stream (running or reconnecting).
+    pub fn watched_databases(&self) -> Vec<String> {
+        let mut dbs: Vec<String> = self
+            .inner
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        dbs.sort();
+        dbs
+    }
+}
+
+fn served(source: Source, started: Instant, stale: bool) -> Served {
+    Served {
+        source,
+        latency: started.elapsed(),
+        stale,
+    }
+}
+
+/// The one place a connection to a target is made (TLS and credentials hook
+/// in here). Lazy: nothing is dialled until the first request.
+fn channel(spec: &TargetSpec, connect_timeout: Duration) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(spec.url.clone())
+        .map_err(|e| ClientError::Config(format!("target {} ({}): {e}", spec.name, spec.url)))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
 }
 
 /// Targets for `specs`, reusing those of `old` with the same name, address and
@@ -345,40 +440,31 @@ fn make_targets(
 ) -> Result<Vec<Arc<Target>>, ClientError> {
     specs
         .iter()
-        .map(|TargetSpec { name, url, local }| {
+        .map(|spec| {
             if let Some(t) = old
                 .iter()
-                .find(|t| t.name == *name && t.url == *url && t.local == *local)
+                .find(|t| t.name == spec.name && t.url == spec.url && t.local == spec.local)
             {
                 return Ok(t.clone());
             }
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|e| ClientError::Config(format!("target {name} ({url}): {e}")))?
-                .connect_timeout(if *local {
-                    cfg.deadline.max(Duration::from_millis(20))
-                } else {
-                    cfg.fallback_deadline
-                })
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_while_idle(true);
+            let connect_timeout = cfg.deadline_of(spec.local).max(Duration::from_millis(20));
             Ok(Arc::new(Target {
-                name: name.clone(),
-                url: url.clone(),
-                local: *local,
-                client: SessionsClient::new(endpoint.connect_lazy()),
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                local: spec.local,
+                client: SessionsClient::new(channel(spec, connect_timeout)?),
+                watch_client: SessionsClient::new(channel(
+                    spec,
+                    connect_timeout.max(Duration::from_secs(1)),
+                )?),
                 health: Health::default(),
-                deadline: if *local {
-                    cfg.deadline
-                } else {
-                    cfg.fallback_deadline
-                },
             }))
         })
         .collect()
 }
 
-/// Keeps a client's chain in step with a topology file (see [`Client::from_topology_file`]).
+/// Keeps a client's chain and settings in step with a topology file (see
+/// [`Client::from_topology_file`]).
 async fn follow_topology(
     inner: std::sync::Weak<Inner>,
     watcher: topology::TopologyWatcher,
@@ -396,19 +482,22 @@ async fn follow_topology(
         }
         let topology = rx.borrow_and_update().clone();
         let Some(i) = inner.upgrade() else { return };
-        let specs = match ClientBuilder::from_topology(&topology, &datacentre) {
-            Ok(b) => b.targets,
+        let mut cfg = match ClientBuilder::from_topology(&topology, &datacentre) {
+            Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "new topology has no chain for this datacentre; keeping the old one");
                 continue;
             }
         };
-        match make_targets(&i.cfg, &specs, &i.targets.load()) {
+        match make_targets(&cfg, &cfg.targets, &i.targets.load()) {
             Ok(targets) => {
                 tracing::info!(
                     targets = targets.len(),
-                    "topology changed: failover chain updated"
+                    "topology changed: failover chain and client settings updated"
                 );
+                // moka's bound is fixed at build.
+                cfg.cache_bytes = i.cfg.load().cache_bytes;
+                i.cfg.store(Arc::new(cfg));
                 i.targets.store(Arc::new(targets));
             }
             Err(e) => tracing::error!(error = %e, "new topology rejected; keeping the old chain"),
@@ -416,28 +505,45 @@ async fn follow_topology(
     }
 }
 
-/// One call to one target, within its deadline, recording health and latency.
-async fn call<T, F, Fut>(t: &Target, threshold: u32, f: F) -> Result<T, CallError>
+/// One read call to one target within `deadline`, recording health and latency.
+/// A timeout counts against the target's health only when it had its full
+/// deadline (`full`), not a remnant of the read budget; answers (even "no such
+/// database") count for it.
+async fn call<T, F, Fut>(
+    t: &Target,
+    threshold: u32,
+    deadline: Duration,
+    full: bool,
+    f: F,
+) -> Result<T, CallError>
 where
     F: FnOnce(SessionsClient<Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let started = Instant::now();
-    let result = match tokio::time::timeout(t.deadline, f(t.client.clone())).await {
-        Err(_) => Err(CallError::Retry(format!("no answer within {:?}", t.deadline))),
-        Ok(Err(s)) => Err(classify(&s)),
-        Ok(Ok(v)) => Ok(v),
+    let (result, counts) = match tokio::time::timeout(deadline, f(t.client.clone())).await {
+        Err(_) => (
+            Err(CallError::Retry(format!("no answer within {deadline:?}"))),
+            full,
+        ),
+        Ok(Err(s)) => {
+            let e = classify(&s);
+            let counts = matches!(e, CallError::Retry(_));
+            (Err(e), counts)
+        }
+        Ok(Ok(v)) => (Ok(v), false),
     };
     metrics::histogram!("edge_target_latency_seconds", "target" => t.name.clone())
         .record(started.elapsed().as_secs_f64());
     match &result {
-        Ok(_) | Err(CallError::Reject(..)) => t.health.success(),
-        Err(CallError::Retry(why)) => {
+        Err(CallError::Retry(why)) if counts => {
             if t.health.failure(threshold) {
                 tracing::warn!(target = %t.name, reason = %why, "target marked down; probing in the background");
                 metrics::gauge!("edge_target_healthy", "target" => t.name.clone()).set(0.0);
             }
         }
+        Err(CallError::Retry(_)) => {}
+        _ => t.health.success(),
     }
     result
 }
@@ -448,36 +554,184 @@ enum Lookup {
     /// Never seen there: it may exist elsewhere (written moments ago).
     Missing,
     /// Deleted or expired there: an older copy elsewhere must not win.
-    Gone,
+    Gone(Absence),
 }
 
-async fn get_one(t: &Target, threshold: u32, db: &str, id: &str) -> Result<Lookup, CallError> {
+/// A read answer with what the rule needs: who served it, at which sequence,
+/// and (for a "not found") whether every confirmation answered.
+struct Raw {
+    lookup: Lookup,
+    target: Arc<Target>,
+    seq: u64,
+    complete: bool,
+}
+
+/// One read of one target, within its deadline and what is left of the budget.
+async fn get_one(
+    t: &Target,
+    cfg: &ClientBuilder,
+    until: Instant,
+    db: &str,
+    id: &str,
+) -> Result<(Lookup, u64), CallError> {
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(CallError::Retry("read budget spent".into()));
+    }
+    let full = cfg.deadline_of(t.local);
     let req = GetRequest {
         db: db.into(),
         id: id.into(),
     };
-    let resp = call(t, threshold, |mut c| async move { c.get(req).await })
-        .await?
-        .into_inner();
-    Ok(match resp.session {
+    let resp = match call(
+        t,
+        cfg.failure_threshold,
+        full.min(left),
+        left >= full,
+        |mut c| async move { c.get(req).await },
+    )
+    .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(CallError::NoDatabase) => return Ok((Lookup::Missing, 0)),
+        Err(e) => return Err(e),
+    };
+    let lookup = match resp.session {
         Some(s) => Lookup::Found(Session {
             id: s.id,
             rev: s.rev,
             body: s.body,
+            expires_at: (s.expires_at != 0).then_some(s.expires_at),
         }),
-        None if resp.not_found_reason.is_empty() || resp.not_found_reason == "missing" => Lookup::Missing,
-        None => Lookup::Gone,
-    })
+        None => match resp.not_found_reason.as_str() {
+            "" | "missing" => Lookup::Missing,
+            "expired" => Lookup::Gone(Absence::Expired),
+            _ => Lookup::Gone(Absence::Deleted),
+        },
+    };
+    Ok((lookup, resp.update_seq))
 }
 
-/// The miss path: local spoke first (hedged if configured), then the chain; a
-/// "not found" from a local spoke is confirmed further along the chain.
-async fn fetch(inner: &Inner, db: &str, id: &str) -> Result<(Option<Session>, String), ClientError> {
+/// Starts the shared fetch of `key`, or joins the one in flight. The fetch runs
+/// in its own task (a caller giving up does not cancel it) and caches its answer.
+async fn flight(
+    inner: &Arc<Inner>,
+    key: Key,
+    state: Option<Arc<WatchState>>,
+) -> Result<Fetched, ClientError> {
+    let f = {
+        let mut flights = inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+        match flights.get(&key) {
+            Some(f) => f.clone(),
+            None => {
+                let task = tokio::spawn(fetch_and_cache(inner.clone(), key.clone(), state));
+                let (owner, k) = (Arc::downgrade(inner), key.clone());
+                let f: Flight = async move {
+                    task.await.unwrap_or_else(|e| {
+                        // The task removes its flight when done; here it could not.
+                        if let Some(i) = owner.upgrade() {
+                            i.flights.lock().unwrap_or_else(|e| e.into_inner()).remove(&k);
+                        }
+                        Err(ClientError::Unavailable {
+                            attempts: vec![("client".into(), format!("fetch task failed: {e}"))],
+                        })
+                    })
+                }
+                .boxed()
+                .shared();
+                flights.insert(key, f.clone());
+                f
+            }
+        }
+    };
+    f.await
+}
+
+async fn fetch_and_cache(
+    inner: Arc<Inner>,
+    key: Key,
+    state: Option<Arc<WatchState>>,
+) -> Result<Fetched, ClientError> {
+    let cfg = inner.cfg.load_full();
+    let sent = Instant::now();
+    let generation = state.as_ref().map(|w| w.generation());
+    let result = match fetch(&inner, &cfg, &key.0, &key.1).await {
+        Ok(raw) => Ok(settle(&inner, &key, state.as_deref(), generation, sent, raw).await),
+        Err(e) => Err(e),
+    };
+    // Done, whether or not anyone still waits: the next miss starts a new fetch
+    // (a finished flight must never answer a later read).
+    inner
+        .flights
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
+    result
+}
+
+/// Turns a read answer into what is served, and caches it if the rule allows.
+async fn settle(
+    inner: &Inner,
+    key: &Key,
+    state: Option<&WatchState>,
+    generation: Option<u64>,
+    sent: Instant,
+    raw: Raw,
+) -> Fetched {
+    let target = raw.target.name.clone();
+    let answer = match raw.lookup {
+        Lookup::Found(s) => match rule::admit(&s, inner.deletes.get(key).await, rule::unix_now()) {
+            Ok(()) => Answer::Found(Arc::new(s)),
+            Err(absence) => {
+                metrics::counter!("edge_superseded_reads_total").increment(1);
+                return Fetched {
+                    answer: Answer::Absent(absence),
+                    target,
+                };
+            }
+        },
+        Lookup::Missing => Answer::Absent(Absence::Missing),
+        Lookup::Gone(a) => Answer::Absent(a),
+    };
+    // A "not found" is remembered only if every confirmation answered.
+    let cacheable = raw.complete || !matches!(answer, Answer::Absent(Absence::Missing));
+    if cacheable {
+        let vouch = state
+            .and_then(|w| w.vouch_for(&raw.target, raw.seq))
+            .filter(|v| Some(v.generation) == generation);
+        let rev = match &answer {
+            Answer::Found(s) => Some(s.rev.clone()),
+            Answer::Absent(_) => None,
+        };
+        let superseded = |w: &WatchState| w.superseded(&key.1, rev.as_deref(), vouch, sent);
+        if !state.is_some_and(superseded) {
+            let entry = Entry {
+                answer: answer.clone(),
+                fetched: sent,
+                vouch,
+            };
+            inner.cache.insert(key.clone(), entry).await;
+            // The stream may have processed a change between the check and the
+            // insert; it recorded it before evicting, so looking again closes the gap.
+            if state.is_some_and(superseded) {
+                inner.cache.invalidate(key).await;
+            }
+        } else {
+            metrics::counter!("edge_raced_reads_total").increment(1);
+        }
+    }
+    Fetched { answer, target }
+}
+
+/// The miss path: local spoke first (hedged if configured), then the chain,
+/// all within the read budget; a "not found" from a local spoke is confirmed
+/// further along the chain.
+async fn fetch(inner: &Inner, cfg: &ClientBuilder, db: &str, id: &str) -> Result<Raw, ClientError> {
     inner.hedge.earn();
-    let threshold = inner.cfg.failure_threshold;
+    let until = Instant::now() + cfg.budget();
     let mut attempts = Vec::new();
     let targets = inner.targets.load_full();
-    let available: Vec<&Arc<Target>> = targets
+    let available: Vec<Arc<Target>> = targets
         .iter()
         .filter(|t| {
             let ok = t.health.is_available();
@@ -487,133 +741,353 @@ async fn fetch(inner: &Inner, db: &str, id: &str) -> Result<(Option<Session>, St
             }
             ok
         })
+        .cloned()
         .collect();
     let mut i = 0;
     while i < available.len() {
-        let t = available[i];
-        let next = available.get(i + 1);
-        let result = match (inner.cfg.hedge_after, next) {
-            (Some(after), Some(n)) if t.local => hedged(inner, t, n, after, db, id).await,
-            _ => get_one(t, threshold, db, id).await.map(|s| (s, t.name.clone())),
+        let t = &available[i];
+        let outcome = match (cfg.hedge_after, available.get(i + 1)) {
+            (Some(after), Some(n)) if t.local => hedged(inner, cfg, t, n, after, until, db, id).await,
+            _ => Hedged::single(t, get_one(t, cfg, until, db, id).await),
         };
-        match result {
-            Ok((Lookup::Gone, by)) => return Ok((None, by)),
-            Ok((Lookup::Found(s), by)) => {
-                tracing::debug!(target_name = %by, db, id, skipped = attempts.len(), "read served");
-                return Ok((Some(s), by));
-            }
-            Ok((Lookup::Missing, by)) => {
-                tracing::debug!(target_name = %by, db, id, "not found; confirming further along the chain");
-                // Written elsewhere moments ago? Ask further along before saying no.
-                let confirm: Vec<&Arc<Target>> = available[i + 1..]
-                    .iter()
-                    .take(inner.cfg.miss_checks)
-                    .copied()
-                    .collect();
-                if !confirm.is_empty() {
-                    metrics::counter!("edge_miss_confirmations_total").increment(1);
+        let asked = if outcome.asked_second { 2 } else { 1 };
+        for (name, e) in outcome.failed {
+            match e {
+                CallError::Reject(code, message) => {
+                    return Err(ClientError::Rejected {
+                        target: name,
+                        code,
+                        message,
+                    })
                 }
-                let answers =
-                    futures_util::future::join_all(confirm.iter().map(|c| get_one(c, threshold, db, id)))
-                        .await;
-                for (c, a) in confirm.iter().zip(answers) {
-                    if let Ok(Lookup::Found(s)) = a {
-                        metrics::counter!("edge_fallbacks_total", "reason" => "miss_found_elsewhere")
-                            .increment(1);
-                        return Ok((Some(s), c.name.clone()));
-                    }
+                CallError::Retry(why) => {
+                    tracing::debug!(target_name = %name, reason = %why, "read failed; trying the next target");
+                    metrics::counter!("edge_fallbacks_total", "reason" => "error").increment(1);
+                    attempts.push((name, why));
                 }
-                return Ok((None, by));
-            }
-            Err(CallError::Reject(code, message)) => {
-                return Err(ClientError::Rejected {
-                    target: t.name.clone(),
-                    code,
-                    message,
-                })
-            }
-            Err(CallError::Retry(why)) => {
-                tracing::debug!(target_name = %t.name, reason = %why, "read failed; trying the next target");
-                metrics::counter!("edge_fallbacks_total", "reason" => "error").increment(1);
-                attempts.push((t.name.clone(), why));
+                CallError::NoDatabase => {}
             }
         }
-        i += 1;
+        if let Some((lookup, seq, by)) = outcome.answer {
+            if let Lookup::Missing = lookup {
+                tracing::debug!(target_name = %by.name, db, id, "not found; confirming further along the chain");
+                let failed: Vec<&str> = attempts.iter().map(|(n, _)| n.as_str()).collect();
+                let rest: Vec<Arc<Target>> = available[i + 1..]
+                    .iter()
+                    .filter(|c| !Arc::ptr_eq(c, &by) && !failed.contains(&c.name.as_str()))
+                    .take(cfg.miss_checks)
+                    .cloned()
+                    .collect();
+                let miss = Raw {
+                    lookup,
+                    target: by,
+                    seq,
+                    complete: true,
+                };
+                return Ok(confirm(cfg, until, db, id, miss, rest).await);
+            }
+            tracing::debug!(target_name = %by.name, db, id, "read served");
+            return Ok(Raw {
+                lookup,
+                target: by,
+                seq,
+                complete: true,
+            });
+        }
+        i += asked;
     }
     Err(ClientError::Unavailable { attempts })
+}
+
+/// Asks the next targets whether a session a local spoke does not have exists
+/// elsewhere (written moments ago). Any "deleted" that has answered wins (an
+/// older copy elsewhere must not undo a logout). A "found" is returned as soon
+/// as every confirmation before it in chain order (the chain's order is its
+/// priority) has answered or failed, and at the latest one local `deadline`
+/// after it arrived. "Not found" is complete only if every confirmation answered.
+async fn confirm(
+    cfg: &ClientBuilder,
+    until: Instant,
+    db: &str,
+    id: &str,
+    miss: Raw,
+    rest: Vec<Arc<Target>>,
+) -> Raw {
+    if rest.is_empty() {
+        return miss;
+    }
+    metrics::counter!("edge_miss_confirmations_total").increment(1);
+    let mut pending: FuturesUnordered<_> = rest
+        .iter()
+        .enumerate()
+        .map(|(k, c)| async move { (k, get_one(c, cfg, until, db, id).await) })
+        .collect();
+    let mut answers: Vec<Option<Result<(Lookup, u64), CallError>>> = rest.iter().map(|_| None).collect();
+    let mut grace: Option<tokio::time::Instant> = None;
+    let found = |answers: &mut Vec<Option<Result<(Lookup, u64), CallError>>>, k: usize| {
+        let Some(Ok((lookup, seq))) = answers[k].take() else {
+            return None;
+        };
+        metrics::counter!("edge_fallbacks_total", "reason" => "miss_found_elsewhere").increment(1);
+        Some(Raw {
+            lookup,
+            target: rest[k].clone(),
+            seq,
+            complete: true,
+        })
+    };
+    let is_found =
+        |a: &Option<Result<(Lookup, u64), CallError>>| matches!(a, Some(Ok((Lookup::Found(_), _))));
+    loop {
+        let next = match grace {
+            Some(at) => tokio::select! {
+                n = pending.next() => n,
+                _ = tokio::time::sleep_until(at) => {
+                    // Grace over: the first "found" in chain order.
+                    if let Some(k) = answers.iter().position(is_found) {
+                        if let Some(raw) = found(&mut answers, k) {
+                            return raw;
+                        }
+                    }
+                    grace = None;
+                    continue;
+                }
+            },
+            None => pending.next().await,
+        };
+        let Some((k, r)) = next else { break };
+        if let Ok((Lookup::Gone(a), seq)) = r {
+            return Raw {
+                lookup: Lookup::Gone(a),
+                target: rest[k].clone(),
+                seq,
+                complete: true,
+            };
+        }
+        answers[k] = Some(r);
+        // The first "found" whose predecessors have all answered or failed.
+        if let Some(j) = answers.iter().position(|a| a.is_none() || is_found(a)) {
+            if is_found(&answers[j]) {
+                if let Some(raw) = found(&mut answers, j) {
+                    return raw;
+                }
+            }
+        }
+        if grace.is_none() && answers.iter().any(is_found) {
+            grace = Some(tokio::time::Instant::now() + cfg.deadline);
+        }
+    }
+    if let Some(k) = answers.iter().position(is_found) {
+        if let Some(raw) = found(&mut answers, k) {
+            return raw;
+        }
+    }
+    let complete = answers.iter().all(|a| matches!(a, Some(Ok(_))));
+    Raw { complete, ..miss }
+}
+
+/// What a (possibly hedged) attempt produced.
+struct Hedged {
+    answer: Option<(Lookup, u64, Arc<Target>)>,
+    /// Targets that failed, by name.
+    failed: Vec<(String, CallError)>,
+    /// Whether the second target was asked (it is then not asked again).
+    asked_second: bool,
+}
+
+impl Hedged {
+    fn single(t: &Arc<Target>, r: Result<(Lookup, u64), CallError>) -> Hedged {
+        match r {
+            Ok((l, seq)) => Hedged {
+                answer: Some((l, seq, t.clone())),
+                failed: Vec::new(),
+                asked_second: false,
+            },
+            Err(e) => Hedged {
+                answer: None,
+                failed: vec![(t.name.clone(), e)],
+                asked_second: false,
+            },
+        }
+    }
 }
 
 /// Asks `first`; if it has not answered after `after` (and the budget allows),
 /// also asks `second`, and takes whichever answers first.
+#[allow(clippy::too_many_arguments)]
 async fn hedged(
     inner: &Inner,
-    first: &Target,
-    second: &Target,
+    cfg: &ClientBuilder,
+    first: &Arc<Target>,
+    second: &Arc<Target>,
     after: Duration,
+    until: Instant,
     db: &str,
     id: &str,
-) -> Result<(Lookup, String), CallError> {
-    let threshold = inner.cfg.failure_threshold;
-    let a = get_one(first, threshold, db, id);
+) -> Hedged {
+    let a = get_one(first, cfg, until, db, id);
     tokio::pin!(a);
     tokio::select! {
-        r = &mut a => return r.map(|s| (s, first.name.clone())),
+        r = &mut a => return Hedged::single(first, r),
         _ = tokio::time::sleep(after) => {}
     }
     if !inner.hedge.try_spend() {
-        return a.await.map(|s| (s, first.name.clone()));
+        return Hedged::single(first, a.await);
     }
     metrics::counter!("edge_hedges_total").increment(1);
-    let b = get_one(second, threshold, db, id);
+    let b = get_one(second, cfg, until, db, id);
     tokio::pin!(b);
-    tokio::select! {
-        r = &mut a => match r {
-            Ok(s) => Ok((s, first.name.clone())),
-            Err(_) => b.await.map(|s| (s, second.name.clone())),
-        },
-        r = &mut b => match r {
-            Ok(s) => Ok((s, second.name.clone())),
-            Err(_) => a.await.map(|s| (s, first.name.clone())),
+    let first_done;
+    let winner = tokio::select! {
+        r = &mut a => { first_done = true; r }
+        r = &mut b => { first_done = false; r }
+    };
+    let (done, other) = if first_done {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let mut out = Hedged {
+        answer: None,
+        failed: Vec::new(),
+        asked_second: true,
+    };
+    match winner {
+        Ok((l, seq)) => out.answer = Some((l, seq, done.clone())),
+        Err(e) => {
+            out.failed.push((done.name.clone(), e));
+            let r = if first_done { b.await } else { a.await };
+            match r {
+                Ok((l, seq)) => out.answer = Some((l, seq, other.clone())),
+                Err(e) => out.failed.push((other.name.clone(), e)),
+            }
+        }
+    }
+    out
+}
+
+/// Why one write attempt failed.
+enum WriteError {
+    /// Certainly not applied (no connection could be made): safe to send elsewhere.
+    NotSent(String),
+    /// Sent, no answer: it may have been applied.
+    Ambiguous(String),
+    /// Refused by the target.
+    Reject(Code, String),
+}
+
+/// Whether `s` says the connection could not be made (the request never left).
+fn never_sent(s: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+async fn write_once<F, Fut>(t: &Target, cfg: &ClientBuilder, f: &F) -> Result<String, WriteError>
+where
+    F: Fn(SessionsClient<Channel>, Duration) -> Fut,
+    Fut: Future<Output = Result<String, tonic::Status>>,
+{
+    let deadline = cfg.write_deadline;
+    // The server is told the deadline (grpc-timeout); our own timer allows for
+    // the answer's trip back.
+    let ours = deadline
+        .saturating_add(deadline / 4)
+        .saturating_add(Duration::from_millis(20));
+    match tokio::time::timeout(ours, f(t.client.clone(), deadline)).await {
+        Err(_) => Err(WriteError::Ambiguous(format!("no answer within {ours:?}"))),
+        Ok(Ok(rev)) => Ok(rev),
+        Ok(Err(s)) if never_sent(&s) => Err(WriteError::NotSent(format!("{:?}: {}", s.code(), s.message()))),
+        Ok(Err(s)) => match s.code() {
+            Code::InvalidArgument
+            | Code::Aborted
+            | Code::AlreadyExists
+            | Code::ResourceExhausted
+            | Code::NotFound
+            | Code::FailedPrecondition => Err(WriteError::Reject(s.code(), s.message().to_owned())),
+            _ => Err(WriteError::Ambiguous(format!("{:?}: {}", s.code(), s.message()))),
         },
     }
 }
 
-/// Writes go to the first available target that answers.
-async fn write<T, F, Fut>(inner: &Inner, f: F) -> Result<(T, String), ClientError>
+/// Writes go to the first available target. An attempt with no answer is
+/// retried once at the same target (revisions are deterministic, so a retry of
+/// a committed edit is answered with the same revision); the write moves on to
+/// the next target only if it certainly did not happen. Write timeouts never
+/// count against the read breaker (a slow fsync is not a dead spoke); a
+/// connection that cannot be made does.
+async fn write<F, Fut>(inner: &Inner, f: F) -> Result<String, ClientError>
 where
-    F: Fn(SessionsClient<Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    F: Fn(SessionsClient<Channel>, Duration) -> Fut,
+    Fut: Future<Output = Result<String, tonic::Status>>,
 {
+    let cfg = inner.cfg.load_full();
     let mut attempts = Vec::new();
     let targets = inner.targets.load_full();
     for t in targets.iter().filter(|t| t.health.is_available()) {
-        match call(t, inner.cfg.failure_threshold, &f).await {
-            Ok(v) => return Ok((v, t.name.clone())),
-            Err(CallError::Reject(code, message)) => {
-                return Err(ClientError::Rejected {
+        let mut ambiguous: Option<String> = None;
+        for _ in 0..2 {
+            let why = match write_once(t, &cfg, &f).await {
+                Ok(rev) => {
+                    t.health.success();
+                    return Ok(rev);
+                }
+                Err(WriteError::Reject(code, message)) => {
+                    t.health.success();
+                    return Err(match (code, ambiguous) {
+                        (Code::Aborted, Some(first)) => ClientError::WriteOutcomeUnknown {
+                            target: t.name.clone(),
+                            reason: format!("{first}; the retry then met a conflict, possibly with itself"),
+                        },
+                        (Code::Aborted, None) => ClientError::Conflict {
+                            target: t.name.clone(),
+                            message,
+                        },
+                        _ => ClientError::Rejected {
+                            target: t.name.clone(),
+                            code,
+                            message,
+                        },
+                    });
+                }
+                Err(WriteError::NotSent(why)) if ambiguous.is_none() => {
+                    t.health.failure(cfg.failure_threshold);
+                    metrics::counter!("edge_fallbacks_total", "reason" => "write_not_sent").increment(1);
+                    attempts.push((t.name.clone(), why));
+                    break;
+                }
+                Err(WriteError::NotSent(why) | WriteError::Ambiguous(why)) => why,
+            };
+            if let Some(first) = ambiguous.take() {
+                metrics::counter!("edge_write_outcome_unknown_total").increment(1);
+                return Err(ClientError::WriteOutcomeUnknown {
                     target: t.name.clone(),
-                    code,
-                    message,
-                })
+                    reason: format!("{first}; retry: {why}"),
+                });
             }
-            Err(CallError::Retry(why)) => {
-                metrics::counter!("edge_fallbacks_total", "reason" => "write_error").increment(1);
-                attempts.push((t.name.clone(), why));
-            }
+            tracing::debug!(target_name = %t.name, reason = %why, "write unanswered; retrying the same target");
+            ambiguous = Some(why);
         }
     }
     Err(ClientError::Unavailable { attempts })
 }
 
-/// Probes targets marked down until they answer again.
+/// Probes targets marked down, all at once, until they answer again.
 async fn probe_loop(inner: std::sync::Weak<Inner>) {
     loop {
         let Some(i) = inner.upgrade() else { return };
-        let interval = i.cfg.probe_interval;
+        let interval = i.cfg.load().probe_interval;
         let shutdown = i.shutdown.clone();
         let targets = i.targets.load_full();
-        for t in targets.iter().filter(|t| !t.health.is_available()) {
-            if probe_ok(t).await {
+        let down: Vec<&Arc<Target>> = targets.iter().filter(|t| !t.health.is_available()).collect();
+        let results = futures_util::future::join_all(down.iter().map(|t| probe_ok(t))).await;
+        for (t, ok) in down.iter().zip(results) {
+            if ok {
                 t.health.success();
                 metrics::gauge!("edge_target_healthy", "target" => t.name.clone()).set(1.0);
                 tracing::info!(target = %t.name, "target answers again");
@@ -634,12 +1108,7 @@ async fn probe_ok(t: &Target) -> bool {
         db: "sessionfleet-probe".into(),
         id: "probe".into(),
     };
-    match tokio::time::timeout(
-        t.deadline.max(Duration::from_millis(100)),
-        t.client.clone().get(req),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_millis(500), t.client.clone().get(req)).await {
         Ok(Ok(_)) => true,
         Ok(Err(s)) => !matches!(
             s.code(),

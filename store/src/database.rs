@@ -283,6 +283,14 @@ impl Database {
         Ok(LeafData { deleted, expires_at })
     }
 
+    /// When a session with this body expires (unix seconds), by the database's
+    /// expiry field; `None` if the database does not expire sessions or the body
+    /// names no valid expiry (a stored body was validated when written).
+    pub fn expiry_of(&self, body: &[u8]) -> Option<u64> {
+        let field = self.state.expiry_field.as_ref()?;
+        read_expiry(body, field).ok().flatten()
+    }
+
     fn check_size(&self, body: &[u8]) -> Result<()> {
         let limit = self.inner.opts.max_document_size;
         if body.len() > limit {

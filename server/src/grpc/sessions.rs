@@ -43,6 +43,7 @@ impl SessionsService {
                 Some(Session {
                     id: doc.id.to_string(),
                     rev: doc.rev.to_string(),
+                    expires_at: db.expiry_of(&doc.body).unwrap_or(0),
                     body: doc.body.into(),
                 }),
                 String::new(),
