@@ -83,7 +83,10 @@ fn the_specified_layout_is_at_the_root() {
     ] {
         assert!(root().join(entry).exists(), "{entry} is missing at the root");
     }
-    assert!(!root().join("crates").exists(), "crates/ is gone: crates sit at the root");
+    assert!(
+        !root().join("crates").exists(),
+        "crates/ is gone: crates sit at the root"
+    );
 }
 
 /// Backticked spans and markdown link targets of a document.
@@ -150,7 +153,10 @@ fn every_path_the_readme_and_architecture_name_exists() {
             }
         }
     }
-    assert!(checked > 20, "only {checked} paths recognised: the check is not looking");
+    assert!(
+        checked > 20,
+        "only {checked} paths recognised: the check is not looking"
+    );
     assert!(missing.is_empty(), "named but missing:\n{}", missing.join("\n"));
 }
 
