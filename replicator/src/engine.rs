@@ -2,6 +2,7 @@
 //! changes and checkpoints after the target has durably stored them; failed
 //! sessions are retried with jittered backoff.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::checkpoint::{common_since, replication_id, CheckpointBody, HistoryEntry};
-use crate::peer::{Peer, PeerError, Seq};
+use crate::checkpoint::{common_since, replication_id, CheckpointBody, HistoryEntry, Incarnations};
+use crate::peer::{Fetched, Peer, PeerError, Seq, WriteFailure};
 use crate::status::{now_ms, ReplicationState, ReplicationStatus};
 
 /// Documents fetched and written per round trip.
@@ -120,11 +121,10 @@ async fn run(
 ) -> Result<(), PeerError> {
     let mut failures = 0u32;
     loop {
-        let read_before = status.docs_read();
-        let result = tokio::select! {
-            r = session(&spec, &status, &stop) => r,
-            _ = stop.cancelled() => Ok(()),
-        };
+        let checkpoints_before = status.checkpoints();
+        // Not raced against `stop`: the session watches it at its waits and, once
+        // stopped, writes its last checkpoint before returning.
+        let result = session(&spec, &status, &stop).await;
         match result {
             Ok(()) => {
                 let state = if stop.is_cancelled() {
@@ -136,11 +136,12 @@ async fn run(
                 return Ok(());
             }
             Err(e) => {
-                // A session that moved changes before failing earns a fresh start.
-                failures = if status.docs_read() > read_before {
+                // Progress is what was written and checkpointed: a session that
+                // read changes and then failed has not earned a fresh start.
+                failures = if status.checkpoints() > checkpoints_before {
                     1
                 } else {
-                    failures + 1
+                    failures.saturating_add(1)
                 };
                 tracing::warn!(replication = %spec.label, error = %e, failures, "replication failed; retrying");
                 metrics::counter!("replication_errors_total", "replication" => spec.label.clone())
@@ -148,6 +149,10 @@ async fn run(
                 if !spec.continuous && failures >= ONE_SHOT_ATTEMPTS {
                     status.set_state(ReplicationState::Failed, Some(e.to_string()));
                     return Err(e);
+                }
+                if stop.is_cancelled() {
+                    status.set_state(ReplicationState::Stopped, None);
+                    return Ok(());
                 }
                 status.set_state(ReplicationState::Backoff, Some(e.to_string()));
                 let delay = spec.backoff.next(failures);
@@ -163,6 +168,52 @@ async fn run(
     }
 }
 
+/// `fut`, unless the replication is stopped first.
+async fn unless_stopped<T>(stop: &CancellationToken, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        v = fut => Some(v),
+    }
+}
+
+/// Calls `call` on `items`, splitting them in halves while the peer refuses a
+/// request as too large; a single item still too large is answered by `alone`.
+async fn in_pieces<T, R, F, Fut>(
+    items: Vec<T>,
+    mut call: F,
+    mut alone: impl FnMut(T, String) -> Result<R, PeerError>,
+) -> Result<Vec<R>, PeerError>
+where
+    T: Clone,
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<R, PeerError>>,
+{
+    let mut out = Vec::new();
+    let mut todo = vec![items];
+    while let Some(mut piece) = todo.pop() {
+        if piece.is_empty() {
+            continue;
+        }
+        match call(piece.clone()).await {
+            Ok(r) => out.push(r),
+            Err(PeerError::TooLarge { reason, .. }) => {
+                if piece.len() == 1 {
+                    if let Some(item) = piece.pop() {
+                        out.push(alone(item, reason)?);
+                    }
+                } else {
+                    let second = piece.split_off(piece.len() / 2);
+                    todo.push(second);
+                    todo.push(piece);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// Checkpoint state of one session.
 struct Checkpointer {
     id: String,
@@ -170,12 +221,33 @@ struct Checkpointer {
     source_rev: Option<String>,
     target_rev: Option<String>,
     previous: Option<CheckpointBody>,
+    incarnations: Incarnations,
     docs_read: u64,
     docs_written: u64,
 }
 
 impl Checkpointer {
+    /// Both ends must still be the databases the session started with: a
+    /// checkpoint in a recreated database would claim progress it never saw,
+    /// and a position in a recreated source means nothing.
+    async fn verify(&self, spec: &ReplicationSpec) -> Result<(), PeerError> {
+        let source = spec.source.info(false).await?;
+        if source.incarnation != self.incarnations.source {
+            return Err(PeerError::Recreated {
+                peer: spec.source.describe(),
+            });
+        }
+        let target = spec.target.info(false).await?;
+        if target.incarnation != self.incarnations.target {
+            return Err(PeerError::Recreated {
+                peer: spec.target.describe(),
+            });
+        }
+        Ok(())
+    }
+
     async fn write(&mut self, spec: &ReplicationSpec, seq: &Seq) -> Result<(), PeerError> {
+        self.verify(spec).await?;
         let entry = HistoryEntry {
             session_id: self.session_id.clone(),
             recorded_seq: seq.clone(),
@@ -183,33 +255,24 @@ impl Checkpointer {
             docs_written: self.docs_written,
             end_time_ms: now_ms(),
         };
-        let body = CheckpointBody::record(self.previous.as_ref(), entry);
+        let body = CheckpointBody::record(self.previous.as_ref(), entry, &self.incarnations);
         let value = serde_json::to_value(&body).unwrap_or_default();
         // The target has already acknowledged (durably) everything up to `seq`.
-        self.source_rev =
-            Some(put(spec.source.as_ref(), &self.id, self.source_rev.as_deref(), &value).await?);
-        self.target_rev =
-            Some(put(spec.target.as_ref(), &self.id, self.target_rev.as_deref(), &value).await?);
+        // A conflict is not overwritten: it means someone else moved the
+        // checkpoint or the database is a new one, and the session starts over
+        // from what both ends say.
+        self.source_rev = Some(
+            spec.source
+                .put_checkpoint(&self.id, self.source_rev.as_deref(), &value)
+                .await?,
+        );
+        self.target_rev = Some(
+            spec.target
+                .put_checkpoint(&self.id, self.target_rev.as_deref(), &value)
+                .await?,
+        );
         self.previous = Some(body);
         Ok(())
-    }
-}
-
-/// Writes a checkpoint, re-reading its revision once if someone else moved it.
-async fn put(
-    peer: &dyn Peer,
-    id: &str,
-    rev: Option<&str>,
-    body: &serde_json::Value,
-) -> Result<String, PeerError> {
-    match peer.put_checkpoint(id, rev, body).await {
-        Err(PeerError::Refused { status, .. })
-            if status.contains("409") || status.contains("Aborted") || status.contains("conflict") =>
-        {
-            let current = peer.get_checkpoint(id).await?.map(|c| c.rev);
-            peer.put_checkpoint(id, current.as_deref(), body).await
-        }
-        other => other,
     }
 }
 
@@ -219,19 +282,30 @@ async fn session(
     stop: &CancellationToken,
 ) -> Result<(), PeerError> {
     status.set_state(ReplicationState::Starting, None);
-    let source_info = spec.source.info(spec.create_source).await?;
-    let target_info = spec.target.info(spec.create_target).await?;
-    let id = replication_id(
-        &source_info.uuid,
-        &spec.source.db_name(),
-        &target_info.uuid,
-        &spec.target.db_name(),
-    );
-    let source_cp = spec.source.get_checkpoint(&id).await?;
-    let target_cp = spec.target.get_checkpoint(&id).await?;
+    let start = async {
+        let source_info = spec.source.info(spec.create_source).await?;
+        let target_info = spec.target.info(spec.create_target).await?;
+        let id = replication_id(
+            &source_info.uuid,
+            &spec.source.db_name(),
+            &target_info.uuid,
+            &spec.target.db_name(),
+        );
+        let source_cp = spec.source.get_checkpoint(&id).await?;
+        let target_cp = spec.target.get_checkpoint(&id).await?;
+        let incarnations = Incarnations {
+            source: source_info.incarnation,
+            target: target_info.incarnation,
+        };
+        Ok::<_, PeerError>((id, source_cp, target_cp, incarnations))
+    };
+    let Some(started) = unless_stopped(stop, start).await else {
+        return Ok(());
+    };
+    let (id, source_cp, target_cp, incarnations) = started?;
     let source_body = source_cp.as_ref().and_then(|c| CheckpointBody::parse(&c.body));
     let target_body = target_cp.as_ref().and_then(|c| CheckpointBody::parse(&c.body));
-    let mut since = common_since(source_body.as_ref(), target_body.as_ref());
+    let mut since = common_since(source_body.as_ref(), target_body.as_ref(), &incarnations);
     tracing::info!(replication = %spec.label, id = %id, since = %since, source = %spec.source.describe(), target = %spec.target.describe(), "replication session starting");
     let mut cp = Checkpointer {
         id,
@@ -239,6 +313,7 @@ async fn session(
         source_rev: source_cp.map(|c| c.rev),
         target_rev: target_cp.map(|c| c.rev),
         previous: source_body,
+        incarnations,
         docs_read: 0,
         docs_written: 0,
     };
@@ -246,14 +321,17 @@ async fn session(
     let mut last_checkpoint = Instant::now();
     status.set_state(ReplicationState::Running, None);
     loop {
-        if stop.is_cancelled() {
+        let wait = spec.continuous.then_some(spec.poll_wait);
+        let read = unless_stopped(stop, spec.source.changes(&since, spec.batch_size, wait)).await;
+        let Some(batch) = read else {
+            // Stopped (SIGTERM): what the target has stored is worth a checkpoint.
             if dirty {
                 cp.write(spec, &since).await?;
+                status.checkpointed(since.as_u64().unwrap_or(0));
             }
             return Ok(());
-        }
-        let wait = spec.continuous.then_some(spec.poll_wait);
-        let batch = spec.source.changes(&since, spec.batch_size, wait).await?;
+        };
+        let batch = batch?;
         if batch.rows.is_empty() {
             since = batch.last_seq;
             status.progress(since.as_u64().unwrap_or(0), batch.pending.or(Some(0)), None);
@@ -262,6 +340,10 @@ async fn session(
                 status.checkpointed(since.as_u64().unwrap_or(0));
                 dirty = false;
                 last_checkpoint = Instant::now();
+            } else if spec.continuous {
+                // Idle: a database recreated meanwhile at either end would
+                // otherwise go unnoticed until the next change.
+                cp.verify(spec).await?;
             }
             if !spec.continuous {
                 return Ok(());
@@ -279,14 +361,59 @@ async fn session(
             .iter()
             .map(|r| (r.id.clone(), r.revs.clone()))
             .collect();
-        let missing = spec.target.revs_diff(wanted).await?;
+        // A document alone too large to ask about is reported missing: the
+        // write will then count it as a failure.
+        let missing: Vec<(DocId, Vec<Rev>)> = in_pieces(
+            wanted,
+            |piece| spec.target.revs_diff(piece),
+            |item, _| Ok(vec![item]),
+        )
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
         for chunk in missing.chunks(FETCH_CHUNK) {
-            let docs = spec.source.fetch(chunk.to_vec()).await?;
+            let fetched = in_pieces(
+                chunk.to_vec(),
+                |piece| spec.source.fetch(piece),
+                |(id, revs), reason| {
+                    Ok(Fetched {
+                        docs: Vec::new(),
+                        failures: revs
+                            .iter()
+                            .map(|r| WriteFailure {
+                                id: id.to_string(),
+                                rev: r.to_string(),
+                                error: reason.clone(),
+                            })
+                            .collect(),
+                    })
+                },
+            )
+            .await?;
+            let mut docs = Vec::new();
+            let mut failures = Vec::new();
+            for f in fetched {
+                docs.extend(f.docs);
+                failures.extend(f.failures);
+            }
             let bytes: u64 = docs.iter().map(|d| d.body.len() as u64).sum();
-            let count = docs.len() as u64;
-            let failures = spec.target.write(docs).await?;
+            let count = docs.len() as u64 + failures.len() as u64;
+            let refused = in_pieces(
+                docs,
+                |piece| spec.target.write(piece),
+                |d, reason| {
+                    Ok(vec![WriteFailure {
+                        id: d.id.to_string(),
+                        rev: d.path.first().map(Rev::to_string).unwrap_or_default(),
+                        error: reason,
+                    }])
+                },
+            )
+            .await?;
+            failures.extend(refused.into_iter().flatten());
             for f in &failures {
-                tracing::warn!(replication = %spec.label, id = %f.id, rev = %f.rev, error = %f.error, "target refused a revision");
+                tracing::warn!(replication = %spec.label, id = %f.id, rev = %f.rev, error = %f.error, "revision not replicated");
             }
             let failed = failures.len() as u64;
             status.wrote(count - failed.min(count), failed, bytes);

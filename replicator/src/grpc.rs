@@ -1,6 +1,7 @@
 //! A fleet node over gRPC (the `Replication` service). All calls of one peer
 //! share one HTTP/2 connection; a continuous pull keeps one changes stream open.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,13 @@ use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
-use crate::peer::{ChangeRow, ChangesBatch, CheckpointDoc, Peer, PeerError, PeerInfo, Seq, WriteFailure};
+use crate::peer::{
+    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Peer, PeerError, PeerInfo, Seq, WriteFailure,
+};
+
+/// Time allowed for one call (or one message of a stream) by default: a node
+/// that accepts a call and never answers must not hang a replication.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A database on a fleet node, reached over gRPC.
 pub struct GrpcPeer {
@@ -26,6 +33,11 @@ pub struct GrpcPeer {
     /// An open continuous changes stream and the sequence it has reached.
     stream: Mutex<Option<(u64, Streaming<proto::v1::ChangesBatch>)>>,
     create_opts: store::DbOptions,
+    /// The incarnation of the remote database seen by the last `info`: calls
+    /// that depend on it (changes, checkpoints) are refused by the remote if it
+    /// has been recreated since.
+    incarnation: std::sync::Mutex<String>,
+    call_timeout: Duration,
 }
 
 impl GrpcPeer {
@@ -59,7 +71,40 @@ impl GrpcPeer {
             me: me.into(),
             stream: Mutex::new(None),
             create_opts: Default::default(),
+            incarnation: std::sync::Mutex::new(String::new()),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
+    }
+
+    /// The time allowed for one call, or for one message of a changes stream
+    /// beyond the wait asked for.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> GrpcPeer {
+        self.call_timeout = timeout;
+        self
+    }
+
+    fn incarnation(&self) -> String {
+        self.incarnation.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs one call under the call deadline (also sent as `grpc-timeout`).
+    async fn call<T, F>(&self, limit: Duration, fut: F) -> Result<T, PeerError>
+    where
+        F: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r.map(tonic::Response::into_inner).map_err(|s| self.err(s)),
+            Err(_) => Err(PeerError::Unreachable {
+                peer: self.describe(),
+                reason: format!("no answer within {limit:?}"),
+            }),
+        }
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(self.call_timeout);
+        r
     }
 
     /// Options for the database if this peer has to create it (push target).
@@ -70,12 +115,29 @@ impl GrpcPeer {
 
     fn err(&self, s: Status) -> PeerError {
         match s.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Aborted => {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
                 PeerError::Unreachable {
                     peer: self.describe(),
                     reason: s.message().to_owned(),
                 }
             }
+            // The store's conflict (a `_local` revision moved).
+            Code::Aborted => PeerError::Conflict {
+                peer: self.describe(),
+                reason: s.message().to_owned(),
+            },
+            // The remote's bound on documents per call, or tonic's on message size.
+            Code::ResourceExhausted => PeerError::TooLarge {
+                peer: self.describe(),
+                reason: s.message().to_owned(),
+            },
+            Code::OutOfRange if s.message().contains("message length too large") => PeerError::TooLarge {
+                peer: self.describe(),
+                reason: s.message().to_owned(),
+            },
+            Code::FailedPrecondition => PeerError::Recreated {
+                peer: self.describe(),
+            },
             code => PeerError::Refused {
                 peer: self.describe(),
                 status: format!("{code:?}"),
@@ -91,29 +153,34 @@ impl GrpcPeer {
         }
     }
 
-    fn batch(&self, b: proto::v1::ChangesBatch) -> Result<ChangesBatch, PeerError> {
+    /// A batch from its wire form. A row this node cannot read (an id or
+    /// revision it refuses) is skipped with a warning rather than failing the
+    /// batch: one bad document must not stop a replication.
+    fn batch(&self, b: proto::v1::ChangesBatch) -> ChangesBatch {
         let rows = b
             .changes
             .into_iter()
-            .map(|c| {
-                Ok(ChangeRow {
-                    seq: Seq::Num(c.seq),
-                    id: DocId::new(&c.id).map_err(|e| self.protocol(e.to_string()))?,
-                    revs: c
-                        .revs
-                        .iter()
-                        .map(|r| r.parse())
-                        .collect::<Result<_, _>>()
-                        .map_err(|e: store::Error| self.protocol(e.to_string()))?,
-                    committed_ms: Some(c.committed_ms),
-                })
+            .filter_map(|c| {
+                let revs: Result<Vec<Rev>, _> = c.revs.iter().map(|r| r.parse()).collect();
+                match (DocId::new(&c.id), revs) {
+                    (Ok(id), Ok(revs)) => Some(ChangeRow {
+                        seq: Seq::Num(c.seq),
+                        id,
+                        revs,
+                        committed_ms: Some(c.committed_ms),
+                    }),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(peer = %self.describe(), id = %c.id.chars().take(100).collect::<String>(), error = %e, "skipping an unreadable change");
+                        None
+                    }
+                }
             })
-            .collect::<Result<Vec<_>, PeerError>>()?;
-        Ok(ChangesBatch {
+            .collect();
+        ChangesBatch {
             rows,
             last_seq: Seq::Num(b.last_seq),
             pending: Some(b.update_seq.saturating_sub(b.last_seq)),
-        })
+        }
     }
 }
 
@@ -157,21 +224,20 @@ impl Peer for GrpcPeer {
     }
 
     async fn info(&self, create: bool) -> Result<PeerInfo, PeerError> {
+        let req = self.request(DbInfoRequest {
+            db: self.db.clone(),
+            create,
+            expiry_field: self.create_opts.expiry_field.clone().unwrap_or_default(),
+            revs_limit: self.create_opts.revs_limit.unwrap_or(0),
+        });
         let r = self
-            .client
-            .clone()
-            .db_info(DbInfoRequest {
-                db: self.db.clone(),
-                create,
-                expiry_field: self.create_opts.expiry_field.clone().unwrap_or_default(),
-                revs_limit: self.create_opts.revs_limit.unwrap_or(0),
-            })
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
+            .call(self.call_timeout, self.client.clone().db_info(req))
+            .await?;
+        *self.incarnation.lock().unwrap_or_else(|e| e.into_inner()) = r.incarnation.clone();
         Ok(PeerInfo {
             uuid: r.store_uuid,
             update_seq: Seq::Num(r.update_seq),
+            incarnation: (!r.incarnation.is_empty()).then_some(r.incarnation),
         })
     }
 
@@ -193,14 +259,13 @@ impl Peer for GrpcPeer {
                 batch_size: limit.min(u32::MAX as usize) as u32,
                 continuous: wait.is_some(),
                 peer: self.me.clone(),
+                incarnation: self.incarnation(),
             };
+            // No grpc-timeout on a stream meant to stay open; the opening and
+            // every message are bounded here instead.
             let stream = self
-                .client
-                .clone()
-                .changes(req)
-                .await
-                .map_err(|s| self.err(s))?
-                .into_inner();
+                .call(self.call_timeout, self.client.clone().changes(req))
+                .await?;
             *guard = Some((since_n, stream));
         }
         let Some((at, stream)) = guard.as_mut() else {
@@ -217,7 +282,16 @@ impl Peer for GrpcPeer {
                 }
                 Ok(m) => m,
             },
-            None => stream.message().await,
+            None => match tokio::time::timeout(self.call_timeout, stream.message()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    *guard = None;
+                    return Err(PeerError::Unreachable {
+                        peer: self.describe(),
+                        reason: format!("no changes batch within {:?}", self.call_timeout),
+                    });
+                }
+            },
         };
         match next {
             Ok(Some(b)) => {
@@ -226,7 +300,7 @@ impl Peer for GrpcPeer {
                 if wait.is_none() {
                     *guard = None;
                 }
-                out
+                Ok(out)
             }
             Ok(None) => {
                 *guard = None;
@@ -244,16 +318,13 @@ impl Peer for GrpcPeer {
     }
 
     async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<(DocId, Vec<Rev>)>, PeerError> {
+        let req = self.request(RevsDiffRequest {
+            db: self.db.clone(),
+            docs: doc_revs(revs),
+        });
         let r = self
-            .client
-            .clone()
-            .revs_diff(RevsDiffRequest {
-                db: self.db.clone(),
-                docs: doc_revs(revs),
-            })
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
+            .call(self.call_timeout, self.client.clone().revs_diff(req))
+            .await?;
         r.missing
             .into_iter()
             .map(|d| {
@@ -269,36 +340,38 @@ impl Peer for GrpcPeer {
             .collect()
     }
 
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Replicated>, PeerError> {
+    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError> {
+        let req = self.request(FetchRevsRequest {
+            db: self.db.clone(),
+            docs: doc_revs(wanted),
+        });
         let r = self
-            .client
-            .clone()
-            .fetch_revs(FetchRevsRequest {
-                db: self.db.clone(),
-                docs: doc_revs(wanted),
-            })
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
-        r.revisions
-            .into_iter()
-            .map(|rev| from_revision(rev).map_err(|e| self.protocol(e.to_string())))
-            .collect()
+            .call(self.call_timeout, self.client.clone().fetch_revs(req))
+            .await?;
+        let mut out = Fetched::default();
+        for rev in r.revisions {
+            let (id, head) = (rev.id.clone(), rev.path.first().cloned().unwrap_or_default());
+            match from_revision(rev) {
+                Ok(d) => out.docs.push(d),
+                Err(e) => out.failures.push(WriteFailure {
+                    id,
+                    rev: head,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(out)
     }
 
     async fn write(&self, docs: Vec<Replicated>) -> Result<Vec<WriteFailure>, PeerError> {
-        let req = WriteRevsRequest {
+        let req = self.request(WriteRevsRequest {
             db: self.db.clone(),
             revisions: docs.into_iter().map(to_revision).collect(),
             peer: self.me.clone(),
-        };
+        });
         let r = self
-            .client
-            .clone()
-            .write_revs(req)
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
+            .call(self.call_timeout, self.client.clone().write_revs(req))
+            .await?;
         Ok(r.errors
             .into_iter()
             .map(|e| WriteFailure {
@@ -310,16 +383,13 @@ impl Peer for GrpcPeer {
     }
 
     async fn get_checkpoint(&self, id: &str) -> Result<Option<CheckpointDoc>, PeerError> {
+        let req = self.request(GetCheckpointRequest {
+            db: self.db.clone(),
+            replication_id: id.into(),
+        });
         let r = self
-            .client
-            .clone()
-            .get_checkpoint(GetCheckpointRequest {
-                db: self.db.clone(),
-                replication_id: id.into(),
-            })
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
+            .call(self.call_timeout, self.client.clone().get_checkpoint(req))
+            .await?;
         if !r.found {
             return Ok(None);
         }
@@ -343,19 +413,16 @@ impl Peer for GrpcPeer {
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| self.protocol(format!("bad _local rev {r}")))?,
         };
-        let req = PutCheckpointRequest {
+        let req = self.request(PutCheckpointRequest {
             db: self.db.clone(),
             replication_id: id.into(),
             rev,
             body: serde_json::to_vec(body).unwrap_or_default().into(),
-        };
+            incarnation: self.incarnation(),
+        });
         let r = self
-            .client
-            .clone()
-            .put_checkpoint(req)
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
+            .call(self.call_timeout, self.client.clone().put_checkpoint(req))
+            .await?;
         Ok(format!("0-{}", r.rev))
     }
 }

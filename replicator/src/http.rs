@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use store::{Doc, DocId, DocInput, Replicated, Rev};
 
-use crate::peer::{ChangeRow, ChangesBatch, CheckpointDoc, Peer, PeerError, PeerInfo, Seq, WriteFailure};
+use crate::peer::{
+    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Peer, PeerError, PeerInfo, Seq, WriteFailure,
+};
 
 /// Largest document accepted from a remote server.
 const MAX_DOC: usize = 8 << 20;
@@ -142,7 +144,17 @@ impl HttpPeer {
                 .to_owned();
             let error = value.get("error").and_then(Value::as_str).unwrap_or("");
             let status_text = format!("{} {error}", status.as_u16());
-            return Err(if status.is_server_error() {
+            return Err(if status == StatusCode::PAYLOAD_TOO_LARGE {
+                PeerError::TooLarge {
+                    peer: self.describe(),
+                    reason: format!("{status_text}: {reason}"),
+                }
+            } else if status == StatusCode::CONFLICT {
+                PeerError::Conflict {
+                    peer: self.describe(),
+                    reason: format!("{status_text}: {reason}"),
+                }
+            } else if status.is_server_error() {
                 PeerError::Unreachable {
                     peer: self.describe(),
                     reason: format!("{status_text}: {reason}"),
@@ -169,14 +181,23 @@ impl HttpPeer {
         format!("/{}{}", self.db_path, rest)
     }
 
-    fn parse_doc(&self, v: &Value) -> Result<Replicated, PeerError> {
+    /// A fetched document, or why it cannot be stored here (`_attachments`,
+    /// duplicate members, too large...): counted as a write failure, and the
+    /// rest of the batch goes on, as CouchDB's replicator does.
+    fn parse_doc(v: &Value, out: &mut Fetched) {
         let bytes = serde_json::to_vec(v).unwrap_or_default();
-        let input = DocInput::parse(&bytes, MAX_DOC).map_err(|e| self.protocol(e.to_string()))?;
-        Replicated::from_input(input).map_err(|e| self.protocol(e.to_string()))
+        match DocInput::parse(&bytes, MAX_DOC).and_then(Replicated::from_input) {
+            Ok(d) => out.docs.push(d),
+            Err(e) => out.failures.push(WriteFailure {
+                id: v.get("_id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                rev: v.get("_rev").and_then(Value::as_str).unwrap_or("").to_owned(),
+                error: e.to_string(),
+            }),
+        }
     }
 
     /// Fallback for servers without `_bulk_get`: one `open_revs` read per document.
-    async fn fetch_open_revs(&self, id: &DocId, revs: &[Rev]) -> Result<Vec<Replicated>, PeerError> {
+    async fn fetch_open_revs(&self, id: &DocId, revs: &[Rev], out: &mut Fetched) -> Result<(), PeerError> {
         let list =
             serde_json::to_string(&revs.iter().map(Rev::to_string).collect::<Vec<_>>()).unwrap_or_default();
         let path = self.db(&format!(
@@ -185,13 +206,12 @@ impl HttpPeer {
             utf8_percent_encode(&list, NON_ALPHANUMERIC)
         ));
         let (_, v) = self.json(Method::GET, &path, None, &[200]).await?;
-        let mut out = Vec::new();
         for item in v.as_array().into_iter().flatten() {
             if let Some(doc) = item.get("ok") {
-                out.push(self.parse_doc(doc)?);
+                Self::parse_doc(doc, out);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -263,7 +283,18 @@ impl Peer for HttpPeer {
             info
         };
         let update_seq = info.get("update_seq").and_then(seq_of).unwrap_or(Seq::ZERO);
-        Ok(PeerInfo { uuid, update_seq })
+        // CouchDB 3 always says "0", which tells nothing; ours changes with
+        // every incarnation of the database.
+        let incarnation = info
+            .get("instance_start_time")
+            .and_then(Value::as_str)
+            .filter(|s| *s != "0")
+            .map(str::to_owned);
+        Ok(PeerInfo {
+            uuid,
+            update_seq,
+            incarnation,
+        })
     }
 
     async fn changes(
@@ -304,8 +335,13 @@ impl Peer for HttpPeer {
                 .flatten()
                 .filter_map(|c| c.get("rev").and_then(Value::as_str))
                 .map(str::parse)
-                .collect::<Result<Vec<Rev>, _>>()
-                .map_err(|e| self.protocol(e.to_string()))?;
+                .collect::<Result<Vec<Rev>, _>>();
+            // A revision this node refuses (beyond the generation bound, say) is
+            // skipped like a reserved id, not fatal for the whole feed.
+            let Ok(revs) = revs else {
+                tracing::warn!(peer = %self.describe(), id = %id, "skipping a change with unreadable revisions");
+                continue;
+            };
             rows.push(ChangeRow {
                 seq,
                 id,
@@ -358,7 +394,7 @@ impl Peer for HttpPeer {
         Ok(out)
     }
 
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Replicated>, PeerError> {
+    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError> {
         let docs: Vec<Value> = wanted
             .iter()
             .flat_map(|(id, revs)| {
@@ -375,19 +411,18 @@ impl Peer for HttpPeer {
                 REQUEST_TIMEOUT,
             )
             .await?;
+        let mut out = Fetched::default();
         if matches!(status.as_u16(), 400 | 404 | 405 | 501) {
-            let mut out = Vec::new();
             for (id, revs) in &wanted {
-                out.extend(self.fetch_open_revs(id, revs).await?);
+                self.fetch_open_revs(id, revs, &mut out).await?;
             }
             return Ok(out);
         }
         let (_, v) = self.decode(status, &bytes, &[200])?;
-        let mut out = Vec::new();
         for result in v.get("results").and_then(Value::as_array).into_iter().flatten() {
             for d in result.get("docs").and_then(Value::as_array).into_iter().flatten() {
                 if let Some(doc) = d.get("ok") {
-                    out.push(self.parse_doc(doc)?);
+                    Self::parse_doc(doc, &mut out);
                 }
             }
         }
@@ -482,5 +517,21 @@ mod tests {
         assert!(HttpPeer::new("http://x:1/").is_err());
         assert_eq!(base64_encode(b"a"), "YQ==");
         assert_eq!(base64_encode(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn an_unstorable_document_is_counted_not_fatal() {
+        let mut out = Fetched::default();
+        for doc in [
+            json!({"_id": "a", "_rev": "1-a", "_attachments": {"f": {}}}),
+            json!({"_id": "b", "_revisions": {"start": 10_000_000_000_000_000_000u64, "ids": ["b"]}}),
+            json!({"_id": "c", "_rev": "1-c", "x": 1}),
+        ] {
+            HttpPeer::parse_doc(&doc, &mut out);
+        }
+        assert_eq!(out.docs.len(), 1);
+        assert_eq!(out.docs[0].id.as_str(), "c");
+        let failed: Vec<&str> = out.failures.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(failed, ["a", "b"]);
     }
 }

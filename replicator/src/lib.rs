@@ -24,11 +24,12 @@ mod local;
 pub mod peer;
 pub mod status;
 
+pub use checkpoint::replication_id;
 pub use engine::{Replication, ReplicationSpec};
 pub use grpc::GrpcPeer;
 pub use http::HttpPeer;
 pub use local::LocalPeer;
-pub use peer::{Peer, PeerError, Seq};
+pub use peer::{Fetched, Peer, PeerError, Seq};
 pub use status::{ReplicationState, ReplicationStatus};
 /// The connection type [`GrpcPeer::channel`] makes.
 pub use tonic::transport::Channel;

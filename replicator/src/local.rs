@@ -7,7 +7,9 @@ use store::{
     ChangesQuery, Database, DbName, DbOptions, DocId, LocalId, OpenRev, OpenRevs, Replicated, Rev, Store,
 };
 
-use crate::peer::{ChangeRow, ChangesBatch, CheckpointDoc, Peer, PeerError, PeerInfo, Seq, WriteFailure};
+use crate::peer::{
+    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Peer, PeerError, PeerInfo, Seq, WriteFailure,
+};
 
 /// A database of the local store. Created on first use when `create` is asked.
 pub struct LocalPeer {
@@ -66,6 +68,7 @@ impl Peer for LocalPeer {
         Ok(PeerInfo {
             uuid: self.store.uuid().to_owned(),
             update_seq: Seq::Num(db.update_seq()),
+            incarnation: Some(db.incarnation()),
         })
     }
 
@@ -82,13 +85,14 @@ impl Peer for LocalPeer {
                 since,
                 limit: Some(limit),
                 all_leaves: true,
+                include_expired: true,
                 ..Default::default()
             })
         };
         let mut page = read(&db)?;
         if page.changes.is_empty() {
             if let Some(wait) = wait {
-                db.wait_for_change(page.last_seq, wait).await;
+                db.wait_for_change(page.last_seq, wait).await?;
                 page = read(&db)?;
             }
         }
@@ -120,7 +124,7 @@ impl Peer for LocalPeer {
         Ok(out)
     }
 
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Replicated>, PeerError> {
+    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError> {
         let db = self.db()?;
         let mut out = Vec::new();
         for (id, revs) in wanted {
@@ -135,7 +139,10 @@ impl Peer for LocalPeer {
                 }
             }
         }
-        Ok(out)
+        Ok(Fetched {
+            docs: out,
+            failures: Vec::new(),
+        })
     }
 
     async fn write(&self, docs: Vec<Replicated>) -> Result<Vec<WriteFailure>, PeerError> {

@@ -47,6 +47,9 @@ pub struct PeerInfo {
     pub uuid: String,
     /// The database's current sequence.
     pub update_seq: Seq,
+    /// This incarnation of the database (`instance_start_time`), if the peer
+    /// tells: it changes when the database is deleted and created again.
+    pub incarnation: Option<String>,
 }
 
 /// One document's latest change at the source.
@@ -84,6 +87,17 @@ pub struct WriteFailure {
     pub error: String,
 }
 
+/// What a fetch brought: the revisions, and those the source has but could not
+/// give in a form the target can store (counted as write failures, as CouchDB
+/// does, instead of failing the batch).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The revisions, with bodies and ancestry.
+    pub docs: Vec<Replicated>,
+    /// Revisions that could not be read.
+    pub failures: Vec<WriteFailure>,
+}
+
 /// A `_local` checkpoint document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointDoc {
@@ -113,6 +127,31 @@ pub enum PeerError {
         status: String,
         /// Its reason.
         reason: String,
+    },
+    /// A checkpoint write found another revision than the one read (someone
+    /// else wrote it, or the database was recreated): the session must start
+    /// over from what both ends' checkpoints say now.
+    #[error("{peer}: checkpoint conflict: {reason}")]
+    Conflict {
+        /// The peer.
+        peer: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The peer refused a request as too large (HTTP 413, gRPC message
+    /// limit): split it.
+    #[error("{peer}: request too large: {reason}")]
+    TooLarge {
+        /// The peer.
+        peer: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// One end's database is not the incarnation the session started with.
+    #[error("{peer}: the database was deleted and created again")]
+    Recreated {
+        /// The peer.
+        peer: String,
     },
     /// The peer answered something we cannot read.
     #[error("{peer} sent something unreadable: {reason}")]
@@ -154,7 +193,7 @@ pub trait Peer: Send + Sync {
 
     /// These revisions with bodies and ancestry (newer leaves replace
     /// revisions that are no longer leaves).
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Replicated>, PeerError>;
+    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError>;
 
     /// Stores revisions as they are; returns once they are durable.
     async fn write(&self, docs: Vec<Replicated>) -> Result<Vec<WriteFailure>, PeerError>;

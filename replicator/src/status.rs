@@ -43,6 +43,7 @@ pub struct ReplicationStatus {
     write_failures: AtomicU64,
     bytes: AtomicU64,
     checkpointed_seq: AtomicU64,
+    checkpoints: AtomicU64,
     source_seq: AtomicU64,
     seq_lag: AtomicU64,
     time_lag_ms: AtomicU64,
@@ -107,6 +108,7 @@ impl ReplicationStatus {
             write_failures: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             checkpointed_seq: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
             source_seq: AtomicU64::new(0),
             seq_lag: AtomicU64::new(0),
             time_lag_ms: AtomicU64::new(0),
@@ -177,6 +179,12 @@ impl ReplicationStatus {
 
     pub(crate) fn checkpointed(&self, seq: u64) {
         self.checkpointed_seq.store(seq, Ordering::Relaxed);
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Checkpoints written so far: the replication's durable progress.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
     }
 
     /// Revisions written so far.

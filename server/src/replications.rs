@@ -249,7 +249,12 @@ impl Replications {
             }
             since = page.last_seq;
             tokio::select! {
-                _ = db.wait_for_change(since, std::time::Duration::from_secs(3600)) => {}
+                r = db.wait_for_change(since, std::time::Duration::from_secs(3600)) => {
+                    if r.is_err() {
+                        tracing::warn!("the _replicator database was deleted; persistent jobs are no longer watched");
+                        return;
+                    }
+                }
                 _ = self.shutdown.cancelled() => return,
             }
         }

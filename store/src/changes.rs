@@ -1,11 +1,14 @@
 //! The changes feed: every document once, at its latest change, in commit order.
 
+use std::sync::Arc;
+
 use rocksdb::{Direction, IteratorMode, ReadOptions as RocksReadOptions};
 use tokio::sync::watch;
 
 use crate::database::{Database, ReadOptions};
+use crate::db_state::DbState;
 use crate::document::Doc;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys::{self, CF_SEQ};
 use crate::names::DocId;
 use crate::records::{self, ChangeRecord};
@@ -25,6 +28,9 @@ pub struct ChangesQuery {
     pub include_docs: bool,
     /// Only these documents.
     pub doc_ids: Option<Vec<String>>,
+    /// Include documents whose session has expired (replication does: every
+    /// node must end with the same trees; readers do not).
+    pub include_expired: bool,
 }
 
 /// One document's latest change.
@@ -55,12 +61,53 @@ pub struct ChangesPage {
     pub pending: u64,
 }
 
+/// A subscription to a database's commits; see [`Database::subscribe`].
+pub struct Subscription {
+    rx: watch::Receiver<u64>,
+    state: Arc<DbState>,
+}
+
+impl Subscription {
+    /// The last committed sequence.
+    pub fn current(&self) -> u64 {
+        *self.rx.borrow()
+    }
+
+    /// Waits until the committed sequence passes `since` and returns it. Fails
+    /// with [`Error::DbNotFound`] as soon as the database is deleted, so feeds of
+    /// a dropped database end instead of heartbeating from it forever.
+    pub async fn wait_past(&mut self, since: u64) -> Result<u64> {
+        let state = self.state.clone();
+        let seen = self
+            .rx
+            .wait_for(|seq| *seq > since || state.is_dropped())
+            .await
+            .map(|seq| *seq);
+        if self.state.is_dropped() {
+            return Err(Error::DbNotFound {
+                name: self.state.name.to_string(),
+            });
+        }
+        seen.map_err(|_| Error::Closed)
+    }
+}
+
 impl Database {
-    /// Reads changes after `q.since`. Expired sessions are left out.
+    /// Reads changes after `q.since`. Expired sessions are left out unless
+    /// `q.include_expired`. A `since` beyond the committed sequence is refused:
+    /// it was read from another incarnation of the database (deleted and
+    /// recreated) or another store, and answering would skip changes.
     pub fn changes(&self, q: &ChangesQuery) -> Result<ChangesPage> {
+        self.check_open()?;
         // Read the committed sequence before iterating: every change up to it is
         // then visible to the iterator.
         let committed = self.update_seq();
+        if q.since > committed {
+            return Err(Error::SinceAhead {
+                since: q.since,
+                update_seq: committed,
+            });
+        }
         let now = self.now();
         let db = self.state.id;
         let limit = q.limit.unwrap_or(usize::MAX);
@@ -91,7 +138,7 @@ impl Database {
             let Some((winner, deleted)) = record.leaves.first().cloned() else {
                 continue;
             };
-            if is_expired(record.expires_at, deleted, now) {
+            if !q.include_expired && is_expired(record.expires_at, deleted, now) {
                 continue;
             }
             if let Some(ids) = &q.doc_ids {
@@ -130,19 +177,24 @@ impl Database {
         Ok(page)
     }
 
-    /// A subscription to commits: the receiver holds the last committed sequence
-    /// and wakes (`changed().await`) on every commit that changes this database.
-    /// No polling.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.state.seq_tx.subscribe()
+    /// A subscription to commits: it wakes on every commit that changes this
+    /// database, and when the database is deleted. No polling.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            rx: self.state.seq_tx.subscribe(),
+            state: self.state.clone(),
+        }
     }
 
     /// Waits until the committed sequence passes `since` or `timeout` elapses;
-    /// returns the committed sequence.
-    pub async fn wait_for_change(&self, since: u64, timeout: std::time::Duration) -> u64 {
-        let mut rx = self.subscribe();
+    /// returns the committed sequence. Fails once the database is deleted.
+    pub async fn wait_for_change(&self, since: u64, timeout: std::time::Duration) -> Result<u64> {
+        let mut sub = self.subscribe();
         // Timing out is an answer too: the caller sees the sequence unchanged.
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|seq| *seq > since)).await;
-        self.update_seq()
+        if let Ok(r) = tokio::time::timeout(timeout, sub.wait_past(since)).await {
+            r?;
+        }
+        self.check_open()?;
+        Ok(self.update_seq())
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rocksdb::{Direction, IteratorMode, ReadOptions as RocksReadOptions};
+use rocksdb::{Direction, IteratorMode, ReadOptions as RocksReadOptions, Snapshot};
 
 use crate::db_state::DbState;
 use crate::document::{read_expiry, Doc, DocInput};
@@ -201,6 +201,8 @@ pub struct DbInfo {
     pub revs_limit: u32,
     /// The body member holding expiry times, if the database expires sessions.
     pub expiry_field: Option<String>,
+    /// This incarnation of the database (see [`Database::incarnation`]).
+    pub incarnation: String,
 }
 
 /// A `_local` document.
@@ -259,6 +261,7 @@ impl Database {
             disk_size,
             revs_limit: self.state.revs_limit(),
             expiry_field: self.state.expiry_field.clone(),
+            incarnation: self.incarnation(),
         }
     }
 
@@ -266,7 +269,24 @@ impl Database {
         self.inner.opts.clock.now()
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// This incarnation of the database: it changes when the database is
+    /// deleted and created again under the same name (and differs between
+    /// stores), so a peer holding a position in the old one can tell. Served as
+    /// CouchDB's `instance_start_time`.
+    pub fn incarnation(&self) -> String {
+        use md5::{Digest, Md5};
+        let mut h = Md5::new();
+        h.update(self.inner.uuid.as_bytes());
+        h.update(self.state.id.to_be_bytes());
+        hex::encode(&h.finalize()[..8])
+    }
+
+    /// Whether the database has been deleted since this handle was taken.
+    pub fn is_dropped(&self) -> bool {
+        self.state.is_dropped()
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.state.is_dropped() {
             return Err(Error::DbNotFound {
                 name: self.state.name.to_string(),
@@ -384,7 +404,9 @@ impl Database {
         for ((id, rev), result) in keys.into_iter().zip(self.merge(docs).await) {
             match result {
                 Ok(_) => {}
-                Err(e @ (Error::Closed | Error::Engine(_))) => return Err(e),
+                // The whole batch failed, not one document: the caller must not
+                // count it as refusals and go on (a dropped database stays dropped).
+                Err(e @ (Error::Closed | Error::Engine(_) | Error::DbNotFound { .. })) => return Err(e),
                 Err(error) => failures.push(MergeFailure { id, rev, error }),
             }
         }
@@ -415,9 +437,21 @@ impl Database {
         }
     }
 
+    fn load_meta_in(&self, snap: &Snapshot<'_>, id: &str) -> Result<Option<DocMeta>> {
+        match snap.get_pinned_cf(self.inner.cf(CF_DOCS), keys::doc(self.state.id, id))? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(records::decode_doc(&bytes)?)),
+        }
+    }
+
     fn load_body(&self, id: &str, rev: &Rev) -> Result<Option<Vec<u8>>> {
         let key = keys::body(self.state.id, id, rev.generation(), rev.hash());
         Ok(self.inner.db.get_cf(self.inner.cf(CF_BODIES), key)?)
+    }
+
+    fn load_body_in(&self, snap: &Snapshot<'_>, id: &str, rev: &Rev) -> Result<Option<Vec<u8>>> {
+        let key = keys::body(self.state.id, id, rev.generation(), rev.hash());
+        Ok(snap.get_cf(self.inner.cf(CF_BODIES), key)?)
     }
 
     fn not_found(id: &DocId, reason: &'static str) -> Error {
@@ -428,17 +462,20 @@ impl Database {
     }
 
     /// Reads the winning revision (or `opts.rev`). Deleted winners and expired
-    /// sessions read as not found.
+    /// sessions read as not found. The tree and the body come from one snapshot,
+    /// so a concurrent update cannot make a present document read as missing.
     pub fn get(&self, id: &DocId, opts: &ReadOptions) -> Result<Doc> {
         self.check_open()?;
         if opts.rev.is_none() && !opts.conflicts && !opts.revs {
             return self.get_winner(id);
         }
+        let snap = self.inner.db.snapshot();
         let meta = self
-            .load_meta(id.as_str())?
+            .load_meta_in(&snap, id.as_str())?
             .ok_or_else(|| Self::not_found(id, "missing"))?;
         let winner = meta.tree.winner().ok_or_else(|| Self::not_found(id, "missing"))?;
-        if is_expired(winner.expires_at, winner.deleted, self.now()) {
+        let now = self.now();
+        if is_expired(winner.expires_at, winner.deleted, now) {
             return Err(Self::not_found(id, "expired"));
         }
         let (rev, deleted) = match &opts.rev {
@@ -447,13 +484,16 @@ impl Database {
                     .tree
                     .node(rev)
                     .ok_or_else(|| Self::not_found(id, "missing"))?;
+                if is_expired(node.expires_at, node.deleted, now) {
+                    return Err(Self::not_found(id, "expired"));
+                }
                 (rev.clone(), node.deleted)
             }
             None if winner.deleted => return Err(Self::not_found(id, "deleted")),
             None => (winner.rev.clone(), false),
         };
         let body = self
-            .load_body(id.as_str(), &rev)?
+            .load_body_in(&snap, id.as_str(), &rev)?
             .ok_or_else(|| Self::not_found(id, "missing"))?;
         Ok(Doc {
             id: id.clone(),
@@ -502,24 +542,22 @@ impl Database {
 
     /// Reads several revisions of a document, with their history when `revs`.
     /// With `latest`, a revision that is not a leaf is replaced by its leaves.
+    ///
+    /// An expired revision is answered with a *stub*: its place in the tree and
+    /// a body holding only the expiry member, never the session's data.
+    /// Replication needs it so that every node ends with the same tree, whenever
+    /// the revisions arrive. (`OpenRevs::All` of an expired session is not found.)
     pub fn open_revs(&self, id: &DocId, which: &OpenRevs, latest: bool, revs: bool) -> Result<Vec<OpenRev>> {
         self.check_open()?;
-        let meta = self.load_meta(id.as_str())?;
-        let tree = match &meta {
-            Some(m) => {
-                let expired = m
-                    .tree
-                    .winner()
-                    .is_some_and(|w| is_expired(w.expires_at, w.deleted, self.now()));
-                if expired {
-                    None
-                } else {
-                    Some(&m.tree)
-                }
-            }
-            None => None,
-        };
+        let snap = self.inner.db.snapshot();
+        let meta = self.load_meta_in(&snap, id.as_str())?;
+        let now = self.now();
+        let tree = meta.as_ref().map(|m| &m.tree);
+        let doc_expired = tree
+            .and_then(|t| t.winner())
+            .is_some_and(|w| is_expired(w.expires_at, w.deleted, now));
         let wanted: Vec<Rev> = match (which, tree) {
+            (OpenRevs::All, _) if doc_expired => return Err(Self::not_found(id, "expired")),
             (OpenRevs::All, Some(t)) => t.leaves_by_rank().into_iter().map(|l| l.rev).collect(),
             (OpenRevs::All, None) => return Err(Self::not_found(id, "missing")),
             (OpenRevs::Revs(list), _) => list.clone(),
@@ -544,13 +582,17 @@ impl Database {
                 if !seen.insert(rev.clone()) {
                     continue;
                 }
-                let node = tree.node(&rev);
-                let body = match node {
-                    Some(_) => self.load_body(id.as_str(), &rev)?,
-                    None => None,
+                let Some(node) = tree.node(&rev) else {
+                    out.push(OpenRev::Missing(rev));
+                    continue;
                 };
-                match (node, body) {
-                    (Some(node), Some(body)) => out.push(OpenRev::Ok(Doc {
+                let body = if is_expired(node.expires_at, node.deleted, now) {
+                    Some(self.stub_body(node.deleted, node.expires_at))
+                } else {
+                    self.load_body_in(&snap, id.as_str(), &rev)?
+                };
+                match body {
+                    Some(body) => out.push(OpenRev::Ok(Doc {
                         id: id.clone(),
                         deleted: node.deleted,
                         body,
@@ -559,27 +601,37 @@ impl Database {
                         revisions: revs.then(|| tree.ancestry(&rev)),
                         rev,
                     })),
-                    _ => out.push(OpenRev::Missing(rev)),
+                    None => out.push(OpenRev::Missing(rev)),
                 }
             }
         }
         Ok(out)
     }
 
-    /// Which of `revs` this database lacks (`_revs_diff` for one document).
+    /// The body sent for a revision whose session has expired: only the expiry
+    /// member, so the receiver files the revision as expired too.
+    fn stub_body(&self, deleted: bool, expires_at: Option<u64>) -> Vec<u8> {
+        match (&self.state.expiry_field, expires_at, deleted) {
+            (Some(field), Some(at), false) => {
+                let mut out = b"{".to_vec();
+                // Serialising a &str cannot fail.
+                let _ = serde_json::to_writer(&mut out, field);
+                out.extend_from_slice(format!(":{at}}}").as_bytes());
+                out
+            }
+            _ => b"{}".to_vec(),
+        }
+    }
+
+    /// Which of `revs` this database lacks (`_revs_diff` for one document). A
+    /// revision the tree holds is never missing, expired or not: resending it
+    /// could only make nodes disagree.
     pub fn revs_diff(&self, id: &DocId, revs: &[Rev]) -> Result<RevsDiff> {
         self.check_open()?;
         let meta = self.load_meta(id.as_str())?;
         let (missing, possible_ancestors) = match &meta {
-            Some(m)
-                if !m
-                    .tree
-                    .winner()
-                    .is_some_and(|w| is_expired(w.expires_at, w.deleted, self.now())) =>
-            {
-                m.tree.revs_diff(revs)
-            }
-            _ => {
+            Some(m) => m.tree.revs_diff(revs, self.state.revs_limit()),
+            None => {
                 let mut all = revs.to_vec();
                 all.sort();
                 all.dedup();

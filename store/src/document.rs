@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::names::DocId;
-use crate::rev::Rev;
+use crate::rev::{Rev, MAX_GENERATION};
 
 /// A document as a client sent it, split into its special members and its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +98,10 @@ impl DocInput {
                 special.push(("_deleted", *v));
                 false
             }
-            "_id" => false,
+            // CouchDB's replicator sends `_revisions` with its `0-N` checkpoint
+            // revisions ({"start":0,"ids":["1"]}); CouchDB ignores it on `_local`
+            // documents, and so do we.
+            "_id" | "_revisions" => false,
             _ => true,
         });
         for (k, v) in special {
@@ -184,15 +187,20 @@ fn parse_revisions(value: &RawValue) -> Result<Vec<Rev>, Error> {
     let r: RevisionsJson = serde_json::from_str(value.get()).map_err(|e| Error::InvalidRevisions {
         reason: format!("_revisions must be {{\"start\": N, \"ids\": [...]}}: {e}"),
     })?;
-    if r.ids.is_empty() || (r.ids.len() as u64) > r.start {
+    if r.start > MAX_GENERATION {
+        return Err(Error::InvalidRevisions {
+            reason: format!("_revisions.start {} exceeds {MAX_GENERATION}", r.start),
+        });
+    }
+    let count = u64::try_from(r.ids.len()).unwrap_or(u64::MAX);
+    if r.ids.is_empty() || count > r.start {
         return Err(Error::InvalidRevisions {
             reason: format!("{} ids cannot descend from generation {}", r.ids.len(), r.start),
         });
     }
-    r.ids
-        .iter()
-        .enumerate()
-        .map(|(i, hash)| Rev::new(r.start - i as u64, hash))
+    (0..count)
+        .zip(&r.ids)
+        .map(|(i, hash)| Rev::new(r.start - i, hash))
         .collect()
 }
 
@@ -402,6 +410,35 @@ mod tests {
             DocInput::parse(b"{\"a\":\"0123456789\"}", 10),
             Err(Error::DocumentTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn revisions_are_bounded_before_any_arithmetic() {
+        for start in ["10000000000000000000", "18446744073709551615", "9007199254740992"] {
+            let json = format!(r#"{{"_id":"x","_revisions":{{"start":{start},"ids":["a"]}}}}"#);
+            assert!(
+                matches!(
+                    DocInput::parse(json.as_bytes(), 1000),
+                    Err(Error::InvalidRevisions { .. })
+                ),
+                "start {start} accepted"
+            );
+        }
+        let top = format!(r#"{{"_revisions":{{"start":{MAX_GENERATION},"ids":["b","a"]}}}}"#);
+        let d = DocInput::parse(top.as_bytes(), 1000).unwrap();
+        assert_eq!(d.revisions.unwrap()[1].generation(), MAX_GENERATION - 1);
+    }
+
+    #[test]
+    fn local_documents_take_couchdb_checkpoints() {
+        // What CouchDB 3.4.3's replicator PUTs on the source (captured).
+        let body = br#"{"_id":"_local/a1d6","_rev":"0-1","session_id":"bfed","source_last_seq":2,
+            "history":[{"session_id":"bfed","recorded_seq":2}],"_revisions":{"start":0,"ids":["1"]}}"#;
+        let l = DocInput::parse_local(body, 10_000).unwrap();
+        assert_eq!(l.rev.as_deref(), Some("0-1"));
+        let v: serde_json::Value = serde_json::from_slice(&l.body).unwrap();
+        assert_eq!(v["source_last_seq"], 2);
+        assert!(v.get("_revisions").is_none());
     }
 
     #[test]

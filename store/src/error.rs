@@ -55,6 +55,16 @@ pub enum Error {
         /// The database asked for.
         name: String,
     },
+    /// A changes read asked for a position the database has not reached: it
+    /// came from another incarnation of the database (deleted and recreated) or
+    /// from another store.
+    #[error("since {since} is ahead of the database's sequence {update_seq} (was the database deleted and recreated?)")]
+    SinceAhead {
+        /// The position asked for.
+        since: u64,
+        /// The database's committed sequence.
+        update_seq: u64,
+    },
     /// The database already exists.
     #[error("database {name:?} already exists")]
     DbExists {

@@ -38,7 +38,7 @@ pub mod store;
 mod sweeper;
 mod writer;
 
-pub use changes::{Change, ChangesPage, ChangesQuery};
+pub use changes::{Change, ChangesPage, ChangesQuery, Subscription};
 pub use compaction::CompactionReport;
 pub use database::{
     AllDocsQuery, AllDocsRow, Database, DbInfo, Edit, LocalDoc, MergeFailure, OpenRev, OpenRevs, ReadOptions,
@@ -50,6 +50,6 @@ pub use engine::engine_options;
 pub use error::{Error, Result};
 pub use names::{DbName, DocId, LocalId, MAX_DOC_ID};
 pub use options::{Clock, DbOptions, Durability, StoreOptions};
-pub use rev::Rev;
+pub use rev::{Rev, MAX_GENERATION};
 pub use rev_tree::{EditError, EditOutcome, Leaf, LeafData, RevNode, RevTree};
 pub use store::Store;

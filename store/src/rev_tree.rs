@@ -11,6 +11,16 @@
 //! [`ghost_window`] generations below the newest revision. Stemming is then a
 //! function of the union of all paths seen, whatever their order: within the
 //! window, every node converges to the same tree.
+//!
+//! Beyond the window nothing is remembered, so one more rule keeps a forgotten
+//! branch from coming back: a leaf [`ghost_window`] or more generations below the
+//! newest revision is *ancient* and is dropped with its history (and a path
+//! arriving that far below is not stored, and not reported missing). Otherwise a
+//! lagging peer's live revision, forgotten here long ago, would return as a live
+//! leaf and beat a tombstone, undeleting a session. The rule depends only on the
+//! union of paths seen (the newest generation only grows), so it converges too.
+//! Its price: a genuinely independent branch that far behind is dropped, even if
+//! it is live (a session id reused after a long history; ids are random).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,10 +70,15 @@ pub struct RevTree {
 }
 
 /// How many generations below the newest revision stemmed revisions are
-/// remembered: a lagging peer's revision older than this may still come back
-/// as a conflict leaf.
+/// remembered; a leaf this far or further below is ancient and dropped.
 pub fn ghost_window(revs_limit: u32) -> u64 {
     (u64::from(revs_limit) * 4).max(16)
+}
+
+/// Whether a revision of generation `gen` is ancient in a tree whose newest
+/// revision has generation `newest` (see the module docs).
+fn is_ancient(gen: u64, newest: u64, window: u64) -> bool {
+    gen.saturating_add(window) <= newest
 }
 
 /// What an interactive edit did to the tree.
@@ -215,7 +230,8 @@ impl RevTree {
                 Some(_) => return Err(EditError::Conflict),
             },
         };
-        let rev = Rev::for_edit(parent.as_ref(), leaf.deleted, body);
+        let rev =
+            Rev::for_edit(parent.as_ref(), leaf.deleted, body).map_err(|_| EditError::GenerationLimit)?;
         if let Some(existing) = self.node(&rev) {
             if existing.parent == parent {
                 return Ok(EditOutcome::AlreadyApplied(rev));
@@ -275,13 +291,30 @@ impl RevTree {
         Ok(*self != before)
     }
 
-    /// Keeps, for every leaf, only its `limit` newest ancestors (itself included);
-    /// what goes becomes a ghost, and ghosts older than the window are forgotten.
+    /// The highest generation in the tree (0 when empty). The newest revision is
+    /// always a live leaf: nothing in the tree descends from it.
+    fn newest(&self) -> u64 {
+        self.nodes.keys().map(Rev::generation).max().unwrap_or(0)
+    }
+
+    /// Whether `rev` is so far below the newest revision that the tree would
+    /// not keep it (nor anything arriving with it).
+    pub fn is_ancient(&self, rev: &Rev, revs_limit: u32) -> bool {
+        is_ancient(rev.generation(), self.newest(), ghost_window(revs_limit))
+    }
+
+    /// Keeps, for every leaf that is not ancient, only its `limit` newest
+    /// ancestors (itself included); what goes becomes a ghost, and ghosts older
+    /// than the window are forgotten — ancient leaves with them.
     pub fn stem(&mut self, limit: u32) {
         let window = ghost_window(limit);
+        let newest = self.newest();
         let limit = limit.max(1) as usize;
         let mut keep = BTreeSet::new();
         for leaf in self.leaves() {
+            if is_ancient(leaf.rev.generation(), newest, window) {
+                continue;
+            }
             let mut cur = Some(leaf.rev);
             for _ in 0..limit {
                 let Some(r) = cur else { break };
@@ -292,19 +325,18 @@ impl RevTree {
         for (rev, node) in self.nodes.iter_mut() {
             node.stemmed = !keep.contains(rev);
         }
-        let newest = self.revs().map(Rev::generation).max().unwrap_or(0);
         self.nodes
-            .retain(|rev, node| !node.stemmed || rev.generation() + window > newest);
+            .retain(|rev, node| !node.stemmed || !is_ancient(rev.generation(), newest, window));
     }
 
     /// The revisions of `revs` that the tree lacks, and leaves that could be
     /// their ancestors (CouchDB's `_revs_diff`).
-    pub fn revs_diff(&self, revs: &[Rev]) -> (Vec<Rev>, Vec<Rev>) {
-        // A stemmed revision is not missing: fetching it again would only make
-        // a phantom leaf.
+    pub fn revs_diff(&self, revs: &[Rev], revs_limit: u32) -> (Vec<Rev>, Vec<Rev>) {
+        // A stemmed or ancient revision is not missing: fetching it again would
+        // only make a phantom leaf, or be dropped on arrival.
         let mut missing: Vec<Rev> = revs
             .iter()
-            .filter(|r| !self.contains(r) && !self.is_stemmed(r))
+            .filter(|r| !self.contains(r) && !self.is_stemmed(r) && !self.is_ancient(r, revs_limit))
             .cloned()
             .collect();
         missing.sort();
@@ -325,6 +357,8 @@ impl RevTree {
 pub enum EditError {
     /// The parent is unknown or not a leaf, or the document exists and no parent was given.
     Conflict,
+    /// The parent is at [`crate::MAX_GENERATION`]: no revision can follow it.
+    GenerationLimit,
 }
 
 fn rank(leaf: &Leaf) -> (bool, &Rev) {
@@ -339,7 +373,10 @@ pub(crate) fn check_path(path: &[Rev]) -> Result<(), Error> {
         });
     };
     for (i, rev) in path.iter().enumerate() {
-        if rev.generation() + i as u64 != first.generation() {
+        let expected = u64::try_from(i)
+            .ok()
+            .and_then(|i| first.generation().checked_sub(i));
+        if expected != Some(rev.generation()) {
             return Err(Error::InvalidRevisions {
                 reason: format!("revision {rev} out of sequence in a path starting at {first}"),
             });
@@ -523,7 +560,55 @@ mod tests {
         t.merge_path(&path(&["3-c", "2-b"]), del(true), 3).unwrap();
         let leaves: Vec<Rev> = t.leaves().into_iter().map(|l| l.rev).collect();
         assert_eq!(leaves, path(&["7-g"]), "no phantom leaves");
-        assert!(t.revs_diff(&path(&["3-c", "4-d"])).0.is_empty());
+        assert!(t.revs_diff(&path(&["3-c", "4-d"]), 3).0.is_empty());
+    }
+
+    /// A chain `1-c … n-c` whose head has the given deleted flag.
+    fn chain(n: u64, tag: &str) -> Vec<Rev> {
+        (1..=n).rev().map(|g| r(&format!("{g}-{tag}"))).collect()
+    }
+
+    #[test]
+    fn a_forgotten_live_branch_does_not_undelete() {
+        // Here: 40 edits then a delete (revs_limit 3, window 16). A lagging peer
+        // still has 20-c live, with its stemmed history 18..20.
+        let mut t = RevTree::new();
+        let mut deleted = chain(40, "c");
+        deleted.insert(0, r("41-d"));
+        t.merge_path(&deleted, del(true), 3).unwrap();
+        assert!(t.winner().unwrap().deleted);
+        let lagging = path(&["20-c", "19-c", "18-c"]);
+        assert!(
+            t.revs_diff(&lagging, 3).0.is_empty(),
+            "an ancient revision is not missing"
+        );
+        assert!(
+            !t.merge_path(&lagging, del(false), 3).unwrap(),
+            "and is not stored"
+        );
+        let w = t.winner().unwrap();
+        assert_eq!((w.rev, w.deleted), (r("41-d"), true));
+        // The same union in the other order: the live branch arrives first,
+        // wins for a while, and is dropped once the tombstone's history arrives.
+        let mut u = RevTree::new();
+        u.merge_path(&lagging, del(false), 3).unwrap();
+        assert!(!u.winner().unwrap().deleted);
+        u.merge_path(&deleted[..3], del(true), 3).unwrap();
+        assert_eq!(u.winner().unwrap().rev, r("41-d"));
+        assert_eq!(u.leaves().len(), 1, "{u:?}");
+        u.merge_path(&deleted, del(true), 3).unwrap();
+        assert_eq!(t, u);
+    }
+
+    #[test]
+    fn no_edit_past_the_generation_bound() {
+        let mut t = RevTree::new();
+        let top = Rev::new(crate::MAX_GENERATION, "a").unwrap();
+        t.merge_path(std::slice::from_ref(&top), del(false), 10).unwrap();
+        assert_eq!(
+            t.edit(Some(&top), del(true), b"{}", 10),
+            Err(EditError::GenerationLimit)
+        );
     }
 
     #[test]
@@ -560,10 +645,10 @@ mod tests {
     #[test]
     fn revs_diff_reports_missing_and_possible_ancestors() {
         let t = tree(&[(&["2-b", "1-a"], false)]);
-        let (missing, anc) = t.revs_diff(&path(&["2-b", "3-c", "1-z"]));
+        let (missing, anc) = t.revs_diff(&path(&["2-b", "3-c", "1-z"]), 1000);
         assert_eq!(missing, path(&["1-z", "3-c"]));
         assert_eq!(anc, path(&["2-b"]));
-        let (missing, _) = t.revs_diff(&path(&["1-a"]));
+        let (missing, _) = t.revs_diff(&path(&["1-a"]), 1000);
         assert!(missing.is_empty());
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::keys::{self, CF_BODIES, CF_DOCS, CF_EXPIRY, CF_LOCAL, CF_META, CF_SEQ, DB_CFS};
 use crate::names::{DbName, DocId, LocalId};
 use crate::options::{DbOptions, Durability};
-use crate::records::{self, ChangeRecord, DbRecord, DbStats, DocMeta, LocalRecord};
+use crate::records::{self, ChangeRecord, DbRecord, DbStats, DocHeader, DocMeta, LocalRecord};
 use crate::rev::Rev;
 use crate::rev_tree::{EditError, EditOutcome, LeafData, RevTree};
 use crate::store::Inner;
@@ -185,6 +185,8 @@ struct Batch<'a> {
     /// Documents as this batch leaves them (`None`: gone).
     docs: HashMap<(u64, String), Option<DocMeta>>,
     locals: HashMap<(u64, String), Option<LocalRecord>>,
+    /// Expiry index entries written (true) or deleted (false) by this batch.
+    expiry_entries: HashMap<(u64, u64, String), bool>,
     /// Databases touched, with their counters as this batch leaves them.
     stats: HashMap<u64, (Arc<DbState>, DbStats)>,
 }
@@ -198,6 +200,7 @@ impl<'a> Batch<'a> {
             now_ms: now_ms(),
             docs: HashMap::new(),
             locals: HashMap::new(),
+            expiry_entries: HashMap::new(),
             stats: HashMap::new(),
         }
     }
@@ -258,43 +261,51 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// The document as it stands, purging it first if it has expired.
+    /// The document as it stands. An expired document keeps its tree (a stub,
+    /// like a tombstone): its visibility is a function of the tree and the time,
+    /// so dropping the tree would let an older revision arriving later decide.
     fn load(&mut self, db: &Arc<DbState>, id: &str) -> Result<Option<DocMeta>> {
         let key = (db.id, id.to_owned());
-        let meta = match self.docs.get(&key) {
-            Some(m) => m.clone(),
+        match self.docs.get(&key) {
+            Some(m) => Ok(m.clone()),
             None => match self
                 .inner
                 .db
                 .get_pinned_cf(self.cf(CF_DOCS), keys::doc(db.id, id))?
             {
-                None => None,
-                Some(bytes) => Some(records::decode_doc(&bytes)?),
+                None => Ok(None),
+                Some(bytes) => Ok(Some(records::decode_doc(&bytes)?)),
             },
-        };
-        if let Some(m) = &meta {
-            if let Some(w) = m.tree.winner() {
-                if is_expired(w.expires_at, w.deleted, self.now) {
-                    self.purge(db, id, m);
-                    return Ok(None);
-                }
-            }
         }
-        Ok(meta)
     }
 
     fn edit(&mut self, db: &Arc<DbState>, req: EditReq) -> Result<Rev> {
         Self::check_db(db)?;
         let old = self.load(db, req.id.as_str())?;
         let mut tree = old.as_ref().map(|m| m.tree.clone()).unwrap_or_default();
-        match tree.edit(req.parent.as_ref(), req.leaf, &req.body, db.revs_limit()) {
-            Err(EditError::Conflict) => Err(Error::Conflict {
-                id: req.id.to_string(),
+        let conflict = || Error::Conflict {
+            id: req.id.to_string(),
+        };
+        // An expired session is gone like a deleted one: creating it again
+        // extends the expired winner (as a recreate extends a tombstone), and an
+        // update naming an old revision is a conflict.
+        let parent = match tree.winner() {
+            Some(w) if is_expired(w.expires_at, w.deleted, self.now) => match &req.parent {
+                Some(_) => return Err(conflict()),
+                None => Some(w.rev),
+            },
+            _ => req.parent.clone(),
+        };
+        match tree.edit(parent.as_ref(), req.leaf, &req.body, db.revs_limit()) {
+            Err(EditError::Conflict) => Err(conflict()),
+            Err(EditError::GenerationLimit) => Err(Error::InvalidRev {
+                rev: parent.map(|p| p.to_string()).unwrap_or_default(),
+                reason: "the revision is at the highest generation and cannot be edited",
             }),
             Ok(EditOutcome::AlreadyApplied(rev)) => Ok(rev),
             Ok(EditOutcome::Added(rev)) => {
                 self.put_body(db, req.id.as_str(), &rev, &req.body);
-                self.save(db, req.id.as_str(), old, tree);
+                self.save(db, req.id.as_str(), old, tree)?;
                 Ok(rev)
             }
         }
@@ -311,10 +322,14 @@ impl<'a> Batch<'a> {
         if !tree.merge_path(&req.path, req.leaf, db.revs_limit())? {
             return Ok(head);
         }
-        if !had_head && tree.contains(&head) {
+        // An expired revision joins the tree (so every node has the same tree,
+        // whenever it arrived) but its body is never needed: reads of an expired
+        // session answer "expired", and replication sends a stub.
+        let expired = is_expired(req.leaf.expires_at, req.leaf.deleted, self.now);
+        if !had_head && tree.contains(&head) && !expired {
             self.put_body(db, req.id.as_str(), &head, &req.body);
         }
-        self.save(db, req.id.as_str(), old, tree);
+        self.save(db, req.id.as_str(), old, tree)?;
         Ok(head)
     }
 
@@ -328,41 +343,72 @@ impl<'a> Batch<'a> {
         self.wb.delete_cf(self.cf(CF_BODIES), key);
     }
 
+    fn put_expiry_entry(&mut self, db: &DbState, at: u64, id: &str) {
+        self.wb
+            .put_cf(self.cf(CF_EXPIRY), keys::expiry(db.id, at, id), []);
+        self.expiry_entries.insert((db.id, at, id.to_owned()), true);
+    }
+
+    fn delete_expiry_entry(&mut self, db: &DbState, at: u64, id: &str) {
+        self.wb.delete_cf(self.cf(CF_EXPIRY), keys::expiry(db.id, at, id));
+        self.expiry_entries.insert((db.id, at, id.to_owned()), false);
+    }
+
+    /// Whether a stored document counts as live (`doc_count`) rather than
+    /// deleted (`doc_del_count`): its winner is no tombstone and, if it expires,
+    /// has not been swept (its expiry entry still stands).
+    fn counted_live(&self, db: &DbState, id: &str, h: &DocHeader) -> Result<bool> {
+        if h.deleted {
+            return Ok(false);
+        }
+        let Some(at) = h.expires_at else { return Ok(true) };
+        if let Some(present) = self.expiry_entries.get(&(db.id, at, id.to_owned())) {
+            return Ok(*present);
+        }
+        Ok(self
+            .inner
+            .db
+            .get_pinned_cf(self.cf(CF_EXPIRY), keys::expiry(db.id, at, id))?
+            .is_some())
+    }
+
     /// Forgets a document's old index entries and counts.
-    fn unindex(&mut self, db: &Arc<DbState>, id: &str, old: &DocMeta) {
-        let Some(h) = old.header() else { return };
+    fn unindex(&mut self, db: &Arc<DbState>, id: &str, old: &DocMeta) -> Result<()> {
+        let Some(h) = old.header() else { return Ok(()) };
+        let live = self.counted_live(db, id, &h)?;
         self.wb.delete_cf(self.cf(CF_SEQ), keys::seq(db.id, old.seq));
         if let Some(at) = h.expires_at {
-            self.wb.delete_cf(self.cf(CF_EXPIRY), keys::expiry(db.id, at, id));
+            self.delete_expiry_entry(db, at, id);
         }
         let stats = self.stats_of(db);
-        if h.deleted {
-            stats.doc_del_count = stats.doc_del_count.saturating_sub(1);
-        } else {
+        if live {
             stats.doc_count = stats.doc_count.saturating_sub(1);
+        } else {
+            stats.doc_del_count = stats.doc_del_count.saturating_sub(1);
         }
+        Ok(())
     }
 
     /// Stores a document's new tree under a new sequence number.
-    fn save(&mut self, db: &Arc<DbState>, id: &str, old: Option<DocMeta>, tree: RevTree) {
+    fn save(&mut self, db: &Arc<DbState>, id: &str, old: Option<DocMeta>, tree: RevTree) -> Result<()> {
         if let Some(old) = &old {
-            self.unindex(db, id, old);
+            self.unindex(db, id, old)?;
             let removed: Vec<Rev> = old.tree.revs().filter(|r| !tree.contains(r)).cloned().collect();
             for rev in removed {
                 self.delete_body(db, id, &rev);
             }
         }
-        let Some(winner) = tree.winner() else { return };
-        if is_expired(winner.expires_at, winner.deleted, self.now) {
-            // An expired session is never kept, whoever sent it: this is what stops
-            // replication from resurrecting a session purged elsewhere.
-            let meta = DocMeta { seq: 0, tree };
-            self.purge_rest(db, id, &meta);
-            return;
-        }
+        let Some(winner) = tree.winner() else {
+            // Everything was ancient and dropped: nothing of the document is left.
+            self.wb.delete_cf(self.cf(CF_DOCS), keys::doc(db.id, id));
+            self.docs.insert((db.id, id.to_owned()), None);
+            return Ok(());
+        };
+        let expired = is_expired(winner.expires_at, winner.deleted, self.now);
         let stats = self.stats_of(db);
         stats.update_seq += 1;
-        if winner.deleted {
+        // An expired stub counts as deleted, like a swept one.
+        if winner.deleted || expired {
             stats.doc_del_count += 1;
         } else {
             stats.doc_count += 1;
@@ -385,29 +431,38 @@ impl<'a> Batch<'a> {
             keys::seq(db.id, seq),
             records::encode_record(&change),
         );
-        if let Some(at) = winner.expires_at {
-            self.wb
-                .put_cf(self.cf(CF_EXPIRY), keys::expiry(db.id, at, id), []);
+        match winner.expires_at {
+            // Already expired (a late replicated revision): swept at once.
+            Some(_) if expired => self.drop_bodies(db, id, &meta),
+            Some(at) => self.put_expiry_entry(db, at, id),
+            None => {}
         }
         if let Some(bytes) = records::encode_doc(&meta) {
             self.wb.put_cf(self.cf(CF_DOCS), keys::doc(db.id, id), bytes);
         }
         self.docs.insert((db.id, id.to_owned()), Some(meta));
+        Ok(())
     }
 
-    /// Removes every trace of a document.
-    fn purge(&mut self, db: &Arc<DbState>, id: &str, meta: &DocMeta) {
-        self.unindex(db, id, meta);
-        self.purge_rest(db, id, meta);
-    }
-
-    fn purge_rest(&mut self, db: &Arc<DbState>, id: &str, meta: &DocMeta) {
-        let revs: Vec<Rev> = meta.tree.revs().cloned().collect();
+    /// Drops the bodies of a document's expired revisions; its tree stays (a
+    /// stub). Only revisions that have expired themselves lose their body: that
+    /// never changes back, whereas an unexpired conflict may be read again if
+    /// a newer winner arrives.
+    fn drop_bodies(&mut self, db: &Arc<DbState>, id: &str, meta: &DocMeta) {
+        let now = self.now;
+        let revs: Vec<Rev> = meta
+            .tree
+            .revs()
+            .filter(|r| {
+                meta.tree
+                    .node(r)
+                    .is_some_and(|n| is_expired(n.expires_at, n.deleted, now))
+            })
+            .cloned()
+            .collect();
         for rev in &revs {
             self.delete_body(db, id, rev);
         }
-        self.wb.delete_cf(self.cf(CF_DOCS), keys::doc(db.id, id));
-        self.docs.insert((db.id, id.to_owned()), None);
         metrics::counter!("store_documents_purged_total").increment(1);
     }
 
@@ -415,23 +470,23 @@ impl<'a> Batch<'a> {
         Self::check_db(db)?;
         let mut purged = 0;
         for (at, id) in entries {
-            let existed = match self.docs.get(&(db.id, id.clone())) {
-                Some(m) => m.is_some(),
-                None => self
-                    .inner
-                    .db
-                    .get_pinned_cf(self.cf(CF_DOCS), keys::doc(db.id, id))?
-                    .is_some(),
-            };
-            match self.load(db, id)? {
-                None if existed => purged += 1,
-                Some(m) if m.header().and_then(|h| h.expires_at) == Some(*at) => {}
-                // An entry no document stands behind any more: drop it, or the
-                // sweeper would meet it forever.
-                _ => self
-                    .wb
-                    .delete_cf(self.cf(CF_EXPIRY), keys::expiry(db.id, *at, id)),
+            if let Some(m) = self.load(db, id)? {
+                let Some(h) = m.header() else { continue };
+                if h.expires_at == Some(*at) && self.counted_live(db, id, &h)? {
+                    if !is_expired(h.expires_at, h.deleted, self.now) {
+                        // Not yet: the sweeper's clock read was ahead of ours.
+                        continue;
+                    }
+                    self.drop_bodies(db, id, &m);
+                    let stats = self.stats_of(db);
+                    stats.doc_count = stats.doc_count.saturating_sub(1);
+                    stats.doc_del_count += 1;
+                    purged += 1;
+                }
             }
+            // Swept, or an entry no document stands behind any more: drop it, or
+            // the sweeper would meet it forever.
+            self.delete_expiry_entry(db, *at, id);
         }
         Ok(purged)
     }
@@ -603,6 +658,8 @@ fn delete_db(inner: &Arc<Inner>, name: DbName) -> Result<()> {
     }
     inner.write(wb)?;
     state.dropped.store(true, Ordering::Release);
+    // Wake every subscriber: their feeds end now, with "database deleted".
+    state.seq_tx.send_modify(|_| {});
     inner.dbs_write().remove(name.as_str());
     tracing::info!(db = %name, "deleted database");
     Ok(())

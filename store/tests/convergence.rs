@@ -1,5 +1,7 @@
 //! Convergence: the same revision paths, applied to two stores in different
-//! orders and with duplicates, give identical trees, winners and conflicts.
+//! orders and with duplicates, give identical trees, winners and conflicts —
+//! and, with expiry, the same visible state at every time, whatever the times
+//! at which each store received each path.
 
 mod common;
 
@@ -163,8 +165,135 @@ fn run(
     })
 }
 
+/// Gives every path's body an expiry time (or none) between 1000 and 1200.
+fn with_expiry(all: Vec<Replicated>, exps: &[Option<u16>]) -> Vec<Replicated> {
+    all.into_iter()
+        .zip(exps.iter().cycle())
+        .map(|(mut r, exp)| {
+            if let Some(e) = exp {
+                let text = String::from_utf8(r.body).unwrap();
+                r.body =
+                    format!(r#"{},"exp":{}}}"#, &text[..text.len() - 1], 1000 + u64::from(*e)).into_bytes();
+            }
+            r
+        })
+        .collect()
+}
+
+/// Everything a reader can see of one document at the store's current time.
+fn visible(db: &Database, doc: &str) -> (DocState, Result<Vec<u8>, String>) {
+    let body = db
+        .get(&id(doc), &ReadOptions::default())
+        .map(|d| d.body)
+        .map_err(|e| e.to_string());
+    (state(db, doc), body)
+}
+
+fn run_expiring(
+    all: Vec<Replicated>,
+    (order_a, times_a): (Vec<usize>, Vec<u16>),
+    (order_b, times_b): (Vec<usize>, Vec<u16>),
+    checks: Vec<u16>,
+    revs_limit: u32,
+) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ca, cb) = (TestClock::at(1000), TestClock::at(1000));
+        let (sa, sb) = (must_open(da.path(), &ca), must_open(db_.path(), &cb));
+        let opts = DbOptions {
+            revs_limit: Some(revs_limit),
+            expiry_field: Some("exp".into()),
+        };
+        let a = must_create(&sa, "c", opts.clone()).await;
+        let b = must_create(&sb, "c", opts).await;
+        // Each store receives each path at its own random, increasing time.
+        for (db, clock, order, times) in [(&a, &ca, &order_a, &times_a), (&b, &cb, &order_b, &times_b)] {
+            let mut now = 1000u64;
+            for (&i, &dt) in order.iter().zip(times.iter().cycle()) {
+                now += u64::from(dt);
+                clock.set(now);
+                let r = db.merge(vec![all[i].clone()]).await;
+                prop_assert!(r[0].is_ok(), "{:?}", r);
+            }
+        }
+        let arrived =
+            ca.0.load(std::sync::atomic::Ordering::SeqCst)
+                .max(cb.0.load(std::sync::atomic::Ordering::SeqCst));
+        let mut docs: Vec<String> = all.iter().map(|p| p.id.to_string()).collect();
+        docs.sort();
+        docs.dedup();
+        let mut times: Vec<u64> = checks.iter().map(|c| arrived + u64::from(*c)).collect();
+        times.sort();
+        for t in times {
+            ca.set(t);
+            cb.set(t);
+            for doc in &docs {
+                prop_assert_eq!(visible(&a, doc), visible(&b, doc), "document {} at {}", doc, t);
+                // No store reports a revision it was sent as missing.
+                let sent: Vec<Rev> = all
+                    .iter()
+                    .filter(|p| p.id.as_str() == doc)
+                    .map(|p| p.path[0].clone())
+                    .collect();
+                for db in [&a, &b] {
+                    let diff = db.revs_diff(&id(doc), &sent).unwrap();
+                    prop_assert!(diff.missing.is_empty(), "{} at {}: {:?}", doc, t, diff);
+                }
+            }
+            let changes = |db: &Database| -> Vec<(String, Vec<Rev>, bool)> {
+                let mut c: Vec<_> = db
+                    .changes(&ChangesQuery {
+                        all_leaves: true,
+                        ..Default::default()
+                    })
+                    .unwrap()
+                    .changes
+                    .into_iter()
+                    .map(|c| (c.id.to_string(), c.revs, c.deleted))
+                    .collect();
+                c.sort();
+                c
+            };
+            prop_assert_eq!(changes(&a), changes(&b), "changes at {}", t);
+        }
+        Ok(())
+    })
+}
+
+fn expiring_workload() -> impl Strategy<
+    Value = (
+        Vec<Replicated>,
+        (Vec<usize>, Vec<u16>),
+        (Vec<usize>, Vec<u16>),
+        Vec<u16>,
+    ),
+> {
+    (
+        workload(),
+        prop::collection::vec(prop::option::weighted(0.8, 0u16..200), 1..8),
+        prop::collection::vec(0u16..30, 1..20),
+        prop::collection::vec(0u16..30, 1..20),
+        prop::collection::vec(0u16..250, 1..6),
+    )
+        .prop_map(|((all, a, b), exps, ta, tb, checks)| (with_expiry(all, &exps), (a, ta), (b, tb), checks))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn with_expiry_any_order_and_arrival_times_converge((all, a, b, checks) in expiring_workload()) {
+        run_expiring(all, a, b, checks, 1000)?;
+    }
+
+    #[test]
+    fn with_expiry_and_stemming_any_order_and_arrival_times_converge((all, a, b, checks) in expiring_workload()) {
+        run_expiring(all, a, b, checks, 3)?;
+    }
 
     #[test]
     fn any_order_converges((all, a, b) in workload()) {

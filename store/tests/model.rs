@@ -15,11 +15,22 @@ use store::{
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { key: u8, value: u16 },
-    Update { key: u8, value: u16, stale: bool },
-    Delete { key: u8 },
+    Create {
+        key: u8,
+        value: u16,
+    },
+    Update {
+        key: u8,
+        value: u16,
+        stale: bool,
+    },
+    Delete {
+        key: u8,
+    },
     Reopen,
     Compact,
+    /// Delete the database and create it again under the same name.
+    Recreate,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -30,6 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..6).prop_map(|key| Op::Delete { key }),
         1 => Just(Op::Reopen),
         1 => Just(Op::Compact),
+        1 => Just(Op::Recreate),
     ]
 }
 
@@ -82,7 +94,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         }
                         existing => {
                             let parent = existing.map(|m| m.rev.clone());
-                            let want = Rev::for_edit(parent.as_ref(), false, &body(value));
+                            let want = Rev::for_edit(parent.as_ref(), false, &body(value)).unwrap();
                             prop_assert_eq!(got.as_ref().ok(), Some(&want), "{:?}", got);
                             model.insert(
                                 id,
@@ -116,7 +128,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         m.previous.as_ref() == Some(&parent) && m.body == body(value) && !m.deleted
                     });
                     if ok {
-                        let want = Rev::for_edit(Some(&parent), false, &body(value));
+                        let want = Rev::for_edit(Some(&parent), false, &body(value)).unwrap();
                         prop_assert_eq!(got.as_ref().ok(), Some(&want), "{:?}", got);
                         model.insert(
                             id,
@@ -138,7 +150,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     match model.get(&id).cloned() {
                         Some(m) if !m.deleted => {
                             let got = db.put(Edit::delete(common::id(&id), m.rev.clone())).await;
-                            let want = Rev::for_edit(Some(&m.rev), true, b"{}");
+                            let want = Rev::for_edit(Some(&m.rev), true, b"{}").unwrap();
                             prop_assert_eq!(got.as_ref().ok(), Some(&want), "{:?}", got);
                             model.insert(
                                 id,
@@ -165,6 +177,38 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 Op::Compact => {
                     db.compact().await.unwrap();
+                }
+                Op::Recreate => {
+                    let before = db.incarnation();
+                    let seq = db.update_seq();
+                    store.delete_db(&name).await.unwrap();
+                    // The old handle sees a deleted database, for reads, feeds and writes.
+                    let got = db.get(&common::id("doc-0"), &ReadOptions::default());
+                    prop_assert!(matches!(got, Err(Error::DbNotFound { .. })), "{got:?}");
+                    let feed = db.changes(&ChangesQuery::default());
+                    prop_assert!(matches!(feed, Err(Error::DbNotFound { .. })), "{feed:?}");
+                    let put = db.put(Edit::new(common::id("doc-0"), None, body(0))).await;
+                    prop_assert!(matches!(put, Err(Error::DbNotFound { .. })), "{put:?}");
+                    db = must_create(
+                        &store,
+                        "model",
+                        DbOptions {
+                            revs_limit: Some(4),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                    prop_assert_ne!(db.incarnation(), before);
+                    prop_assert_eq!(db.update_seq(), 0);
+                    if seq > 0 {
+                        // A position in the old incarnation is refused, not answered empty.
+                        let stale = db.changes(&ChangesQuery {
+                            since: seq,
+                            ..Default::default()
+                        });
+                        prop_assert!(matches!(stale, Err(Error::SinceAhead { .. })), "{stale:?}");
+                    }
+                    model.clear();
                 }
             }
             check(&store, &db, &model)?;
@@ -246,6 +290,23 @@ proptest! {
     fn store_matches_model(ops in prop::collection::vec(op(), 1..40)) {
         run(ops)?;
     }
+}
+
+#[test]
+fn recreated_database_starts_empty_and_survives_reopen() {
+    run(vec![
+        Op::Create { key: 1, value: 1 },
+        Op::Delete { key: 1 },
+        Op::Create { key: 2, value: 2 },
+        Op::Recreate,
+        Op::Create { key: 1, value: 3 },
+        Op::Reopen,
+        Op::Recreate,
+        Op::Reopen,
+        Op::Create { key: 1, value: 3 },
+        Op::Compact,
+    ])
+    .unwrap();
 }
 
 #[test]

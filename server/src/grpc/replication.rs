@@ -40,6 +40,19 @@ impl ReplicationService {
         self.shared.store.db(&name).map_err(to_status)
     }
 
+    /// The database, if it is still the incarnation the caller means.
+    fn db_at(&self, name: &str, incarnation: &str) -> Result<Database, Status> {
+        let db = self.db(name)?;
+        if !incarnation.is_empty() && db.incarnation() != incarnation {
+            return Err(Status::failed_precondition(format!(
+                "database {name} was deleted and created again (incarnation {} is now {})",
+                incarnation,
+                db.incarnation()
+            )));
+        }
+        Ok(db)
+    }
+
     fn check_count(&self, n: usize) -> Result<(), Status> {
         let max = self.shared.config.limits.max_bulk_docs;
         if n > max {
@@ -85,10 +98,26 @@ impl Replication for ReplicationService {
         }
         let db = self.db(&req.db)?;
         let info = db.info();
+        // A peer replicating with other options (expiry field, revs limit) would
+        // judge expiry or stem differently and never converge: refuse it, naming both.
+        let expiry_differs =
+            !req.expiry_field.is_empty() && info.expiry_field.as_deref() != Some(&req.expiry_field);
+        let limit_differs = req.revs_limit > 0 && req.revs_limit != info.revs_limit;
+        if expiry_differs || limit_differs {
+            return Err(Status::invalid_argument(format!(
+                "database {} here has expiry_field {:?} and revs_limit {}; the peer has expiry_field {:?} and revs_limit {}",
+                req.db,
+                info.expiry_field.as_deref().unwrap_or(""),
+                info.revs_limit,
+                req.expiry_field,
+                if req.revs_limit > 0 { req.revs_limit.to_string() } else { "unset".into() },
+            )));
+        }
         Ok(Response::new(DbInfoResponse {
             store_uuid: self.shared.store.uuid().to_owned(),
             update_seq: info.update_seq,
             doc_count: info.doc_count,
+            incarnation: info.incarnation,
         }))
     }
 
@@ -96,8 +125,14 @@ impl Replication for ReplicationService {
 
     async fn changes(&self, req: Request<ChangesRequest>) -> Result<Response<ChangesStream>, Status> {
         let req = req.into_inner();
-        let db = self.db(&req.db)?;
+        let db = self.db_at(&req.db, &req.incarnation)?;
         let batch = (req.batch_size as usize).clamp(1, MAX_BATCH);
+        if req.since > db.update_seq() {
+            return Err(to_status(store::Error::SinceAhead {
+                since: req.since,
+                update_seq: db.update_seq(),
+            }));
+        }
         if !req.peer.is_empty() {
             tracing::debug!(peer = %req.peer, db = %req.db, since = req.since, "changes stream opened");
             metrics::counter!("replication_streams_opened_total", "peer" => req.peer.clone()).increment(1);
@@ -122,6 +157,7 @@ impl Replication for ReplicationService {
                     since,
                     limit: Some(batch),
                     all_leaves: true,
+                    include_expired: true,
                     ..Default::default()
                 }) {
                     Ok(p) => p,
@@ -161,8 +197,12 @@ impl Replication for ReplicationService {
                 // Caught up: wait for a commit, with heartbeats.
                 loop {
                     tokio::select! {
-                        ok = async { sub.wait_for(|s| *s > since).await.is_ok() } => {
-                            if !ok { return; }
+                        woke = sub.wait_past(since) => {
+                            if let Err(e) = woke {
+                                // Deleted: end the stream with NOT_FOUND, not heartbeats.
+                                let _ = tx.send(Err(to_status(e))).await;
+                                return;
+                            }
                             break;
                         }
                         _ = tokio::time::sleep(HEARTBEAT) => {
@@ -185,7 +225,13 @@ impl Replication for ReplicationService {
         let db = self.db(&req.db)?;
         let mut missing = Vec::new();
         for d in &req.docs {
-            let (id, revs) = parse_doc_revs(d)?;
+            // An id or revision this node refuses is certainly not here: report
+            // it missing (its write will be refused and counted), rather than
+            // failing everyone else's diff.
+            let Ok((id, revs)) = parse_doc_revs(d) else {
+                missing.push(d.clone());
+                continue;
+            };
             let diff = db.revs_diff(&id, &revs).map_err(to_status)?;
             if !diff.missing.is_empty() {
                 missing.push(DocRevs {
@@ -298,7 +344,7 @@ impl Replication for ReplicationService {
         req: Request<PutCheckpointRequest>,
     ) -> Result<Response<PutCheckpointResponse>, Status> {
         let req = req.into_inner();
-        let db = self.db(&req.db)?;
+        let db = self.db_at(&req.db, &req.incarnation)?;
         let id = LocalId::new(&req.replication_id).map_err(to_status)?;
         let body = store::DocInput::parse_local(&req.body, self.shared.store.options().max_document_size)
             .map_err(to_status)?

@@ -154,6 +154,7 @@ impl Sessions for SessionsService {
                 since,
                 update_seq,
                 store_uuid: self.shared.store.uuid().to_owned(),
+                incarnation: db.incarnation(),
             })),
         };
         let shutdown = self.shared.shutdown.clone();
@@ -207,8 +208,12 @@ async fn watch_loop(
         }
         loop {
             tokio::select! {
-                ok = async { rx.wait_for(|s| *s > since).await.is_ok() } => {
-                    if !ok { return; }
+                woke = rx.wait_past(since) => {
+                    if let Err(e) = woke {
+                        // Deleted: end the stream with NOT_FOUND, not heartbeats.
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
                     break;
                 }
                 _ = tokio::time::sleep(WATCH_HEARTBEAT) => {

@@ -13,6 +13,7 @@ pub(crate) fn to_status(e: store::Error) -> Status {
         E::DocumentTooLarge { .. } => Code::ResourceExhausted,
         E::DbNotFound { .. } | E::NotFound { .. } => Code::NotFound,
         E::DbExists { .. } => Code::AlreadyExists,
+        E::SinceAhead { .. } => Code::OutOfRange,
         E::Conflict { .. } => Code::Aborted,
         E::Closed => Code::Unavailable,
         E::Locked { .. } | E::UnsupportedFormat { .. } | E::Corrupt { .. } | E::Engine(_) => {

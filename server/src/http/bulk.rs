@@ -256,8 +256,14 @@ pub(crate) async fn revs_diff(
     check_count(shared, request.len())?;
     let mut out = serde_json::Map::new();
     for (id, revs) in request {
-        let doc_id = DocId::new(&id)?;
-        let revs: Vec<Rev> = revs.iter().map(|r| r.parse()).collect::<Result<_, _>>()?;
+        // An id or revision this node refuses is certainly not here: report it
+        // missing (its write will be refused and counted, as CouchDB's
+        // replicator does), rather than failing the whole request.
+        let parsed: Result<Vec<Rev>, _> = revs.iter().map(|r| r.parse()).collect();
+        let (Ok(doc_id), Ok(revs)) = (DocId::new(&id), parsed) else {
+            out.insert(id, json!({ "missing": revs }));
+            continue;
+        };
         let diff = database.revs_diff(&doc_id, &revs)?;
         if diff.missing.is_empty() {
             continue;

@@ -122,6 +122,7 @@ async fn params(
         all_leaves,
         include_docs: q.bool("include_docs")?,
         doc_ids,
+        include_expired: false,
     };
     Ok(Params {
         feed,
@@ -198,12 +199,25 @@ fn render_page(page: &store::ChangesPage) -> Vec<u8> {
     out
 }
 
-/// Feeds a streaming response until the limit, the idle timeout, shutdown, or
-/// the client leaving.
+/// The last line of a feed that ended by an error (its database was deleted):
+/// CouchDB's `{"error","reason"}` body, as a line or an event.
+fn error_line(feed: Feed, e: store::Error) -> Vec<u8> {
+    let e = ApiError::from(e);
+    let (error, reason) = e.parts();
+    let body =
+        serde_json::to_string(&serde_json::json!({"error": error, "reason": reason})).unwrap_or_default();
+    match feed {
+        Feed::EventSource => format!("event: error\ndata: {body}\n\n").into_bytes(),
+        _ => format!("{body}\n").into_bytes(),
+    }
+}
+
+/// Feeds a streaming response until the limit, the idle timeout, shutdown, the
+/// client leaving, or the database being deleted.
 async fn stream(db: Database, p: Params, tx: mpsc::Sender<Bytes>, shutdown: CancellationToken) {
     let mut since = p.query.since;
     let mut remaining = p.query.limit.unwrap_or(usize::MAX);
-    let mut rx = db.subscribe();
+    let mut sub = db.subscribe();
     let mut idle_deadline = p.timeout.map(|t| tokio::time::Instant::now() + t);
     let heartbeat_line: &[u8] = if p.feed == Feed::EventSource {
         b"event: heartbeat\ndata: \n\n"
@@ -220,6 +234,7 @@ async fn stream(db: Database, p: Params, tx: mpsc::Sender<Bytes>, shutdown: Canc
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(db = %db.name(), error = %e, "changes feed ended by an error");
+                let _ = tx.send(Bytes::from(error_line(p.feed, e))).await;
                 return;
             }
         };
@@ -271,7 +286,14 @@ async fn stream(db: Database, p: Params, tx: mpsc::Sender<Bytes>, shutdown: Canc
                 }
             };
             tokio::select! {
-                ok = async { rx.wait_for(|s| *s > since).await.is_ok() } => break ok,
+                woke = sub.wait_past(since) => match woke {
+                    Ok(_) => break true,
+                    Err(e) => {
+                        // The database was deleted: say so, then end the feed.
+                        let _ = tx.send(Bytes::from(error_line(p.feed, e))).await;
+                        return;
+                    }
+                },
                 _ = heartbeat => {
                     if tx.send(Bytes::from_static(heartbeat_line)).await.is_err() {
                         return;

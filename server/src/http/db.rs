@@ -57,7 +57,7 @@ pub(crate) async fn handle(
                     "compact_running": false,
                     "sizes": {"file": info.disk_size, "external": info.disk_size, "active": info.disk_size},
                     "disk_size": info.disk_size,
-                    "instance_start_time": "0",
+                    "instance_start_time": info.incarnation,
                     "disk_format_version": 1,
                     "committed_update_seq": info.update_seq,
                     "revs_limit": info.revs_limit,
@@ -79,12 +79,14 @@ pub(crate) async fn handle(
     }
 }
 
-/// Nothing to do: every acknowledged write is already synced to disk.
+/// Nothing to do: every acknowledged write is already synced to disk. The
+/// incarnation lets a CouchDB replicator notice a recreated database and
+/// abandon its checkpoint, as it does with CouchDB's own.
 pub(crate) fn ensure_full_commit(shared: &Shared, name: &str) -> Result<Response<Body>, ApiError> {
-    open(shared, name)?;
+    let db = open(shared, name)?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({"ok": true, "instance_start_time": "0"}),
+        &json!({"ok": true, "instance_start_time": db.incarnation()}),
     ))
 }
 

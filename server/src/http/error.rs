@@ -103,6 +103,7 @@ impl From<store::Error> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "document_too_large", reason)
             }
             E::DbNotFound { .. } => ApiError::not_found("Database does not exist."),
+            E::SinceAhead { .. } => ApiError::bad_request(reason),
             E::DbExists { .. } => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "file_exists",
