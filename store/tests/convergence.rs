@@ -264,14 +264,13 @@ fn run_expiring(
     })
 }
 
-fn expiring_workload() -> impl Strategy<
-    Value = (
-        Vec<Replicated>,
-        (Vec<usize>, Vec<u16>),
-        (Vec<usize>, Vec<u16>),
-        Vec<u16>,
-    ),
-> {
+/// One store's arrival order and arrival times.
+type Arrivals = (Vec<usize>, Vec<u16>);
+
+/// Revisions with expiry times, two stores' arrivals, and the times to compare them at.
+type ExpiringWorkload = (Vec<Replicated>, Arrivals, Arrivals, Vec<u16>);
+
+fn expiring_workload() -> impl Strategy<Value = ExpiringWorkload> {
     (
         workload(),
         prop::collection::vec(prop::option::weighted(0.8, 0u16..200), 1..8),
