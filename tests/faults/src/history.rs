@@ -85,11 +85,6 @@ impl History {
         self.start.elapsed()
     }
 
-    /// The instant the history started.
-    pub fn start(&self) -> Instant {
-        self.start
-    }
-
     /// Records a completed operation.
     pub fn record(&self, op: Op) {
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);

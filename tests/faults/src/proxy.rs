@@ -77,7 +77,6 @@ impl Faults {
 /// A running proxy. Dropping it closes the listener and every connection.
 pub struct FaultProxy {
     addr: SocketAddr,
-    upstream: SocketAddr,
     faults: watch::Sender<Faults>,
     stats: Arc<Stats>,
     _tasks: JoinSet<()>,
@@ -99,7 +98,6 @@ impl FaultProxy {
         tasks.spawn(accept_loop(listener, upstream, rx, stats.clone()));
         Ok(FaultProxy {
             addr,
-            upstream,
             faults,
             stats,
             _tasks: tasks,
@@ -111,11 +109,6 @@ impl FaultProxy {
         self.addr
     }
 
-    /// The address traffic is forwarded to.
-    pub fn upstream(&self) -> SocketAddr {
-        self.upstream
-    }
-
     /// Switches the faults; open connections follow at their next chunk.
     pub fn set(&self, faults: Faults) {
         self.faults.send_replace(faults);
@@ -124,11 +117,6 @@ impl FaultProxy {
     /// Switches only the link state, keeping delay and bandwidth.
     pub fn set_link(&self, link: Link) {
         self.faults.send_modify(|f| f.link = link);
-    }
-
-    /// The faults in force.
-    pub fn faults(&self) -> Faults {
-        *self.faults.borrow()
     }
 
     /// Connections accepted so far.
