@@ -99,7 +99,7 @@ impl fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// A new self-signed CA "Sessionfleet CA <fleet>", valid from a few minutes ago for
+    /// A new self-signed CA `Sessionfleet CA <fleet>`, valid from a few minutes ago for
     /// `validity`.
     pub fn generate(fleet: &str, validity: Duration) -> Result<Ca, MintError> {
         if fleet.trim().is_empty() {

@@ -120,6 +120,17 @@ fn material_from(paths: &TlsPaths, files: &[Vec<u8>]) -> Result<TlsMaterial, Tls
     }
 }
 
+/// Warns when the own certificate is already expired (peers will refuse it).
+fn warn_if_expired(material: &TlsMaterial) {
+    if let Some(not_after) = material.not_after().filter(|&t| t <= now_unix()) {
+        tracing::warn!(
+            identity = material.identity().map(|i| i.to_uri()),
+            not_after,
+            "own TLS certificate has expired; peers will refuse it"
+        );
+    }
+}
+
 fn set_expiry_gauge(material: &TlsMaterial) {
     if let Some(not_after) = material.not_after() {
         metrics::gauge!(CERT_EXPIRY_METRIC).set((not_after - now_unix()) as f64);
@@ -134,6 +145,7 @@ impl ReloadingTls {
         let meta = stat_all(&paths);
         let material = material_from(&paths, &files)?;
         set_expiry_gauge(&material);
+        warn_if_expired(&material);
         tracing::info!(
             identity = material.identity().map(|i| i.to_uri()),
             not_after = material.not_after(),
@@ -229,6 +241,7 @@ impl ReloadingTls {
         match result {
             Ok(material) => {
                 set_expiry_gauge(&material);
+                warn_if_expired(&material);
                 let generation = self.current.load().generation + 1;
                 tracing::info!(
                     identity = material.identity().map(|i| i.to_uri()),
