@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edge_client::{Client, ClientError, Source};
+use faults::{FaultProxy, Faults, Link};
 use serde_json::json;
 use support::*;
 
@@ -42,6 +43,54 @@ async fn must_watch(client: &Client) {
         async move { c.watch_connected("sessions") }
     })
     .await;
+}
+
+/// A proxy on a free 127.0.0.1 port in front of `upstream`.
+async fn proxy(upstream: std::net::SocketAddr) -> FaultProxy {
+    FaultProxy::start("127.0.0.1:0".parse().unwrap(), upstream)
+        .await
+        .unwrap()
+}
+
+/// Answers (and requests) `d` late each way, from now on, on every connection.
+fn slow(d: Duration) -> Faults {
+    Faults::wan(d, Duration::ZERO, None)
+}
+
+/// A hub, spoke A in eu-west and spoke B in us-east, with `id` written at A as `{"v":1}` (its
+/// answer in `v1`) and replicated to B.
+struct TwoDatacentres {
+    hub: Proc,
+    a: Proc,
+    b: Proc,
+    http: Http,
+    v1: serde_json::Value,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+async fn two_datacentres(id: &str) -> TwoDatacentres {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hub = Proc::must_start_hub(dirs[0].path());
+    let a = must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", DB);
+    let b = must_start_spoke(dirs[2].path(), hub.grpc, "us-east", DB);
+    let http = Http::default();
+    let v1 = http
+        .must(
+            "PUT",
+            &format!("{}/sessions/{id}", a.base()),
+            Some(json!({"v": 1})),
+            201,
+        )
+        .await;
+    must_reach(&http, &b, id).await;
+    TwoDatacentres {
+        hub,
+        a,
+        b,
+        http,
+        v1,
+        _dirs: dirs,
+    }
 }
 
 async fn must_reach(http: &Http, node: &Proc, id: &str) {
@@ -96,20 +145,15 @@ async fn an_expired_session_is_never_served_from_the_cache() {
 /// the local stream: it lives only under max_staleness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_from_another_store_is_not_vouched_for_by_the_local_stream() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let hub = Proc::must_start_hub(dirs[0].path());
-    let a = must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", DB);
-    let b = must_start_spoke(dirs[2].path(), hub.grpc, "us-east", DB);
-    let http = Http::default();
-    let v1 = http
-        .must(
-            "PUT",
-            &format!("{}/sessions/s", a.base()),
-            Some(json!({"v": 1})),
-            201,
-        )
-        .await;
-    must_reach(&http, &b, "s").await;
+    // `_dirs` is bound, not `..`: the data directories must outlive the processes.
+    let TwoDatacentres {
+        hub,
+        a,
+        b,
+        http,
+        v1,
+        _dirs,
+    } = two_datacentres("s").await;
     const MAX_STALENESS: Duration = Duration::from_millis(1000);
     let client = builder(a.grpc, &[b.grpc])
         .hedge_after(Duration::from_millis(20))
@@ -161,7 +205,7 @@ async fn a_read_that_raced_an_invalidation_is_not_trusted() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let hub = Proc::must_start_hub(dirs[0].path());
     let spoke = must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", DB);
-    let proxy = Proxy::start(spoke.grpc).await;
+    let proxy = proxy(spoke.grpc).await;
     let http = Http::default();
     let v1 = http
         .must(
@@ -172,7 +216,7 @@ async fn a_read_that_raced_an_invalidation_is_not_trusted() {
         )
         .await;
     const MAX_STALENESS: Duration = Duration::from_millis(500);
-    let client = builder(proxy.addr, &[hub.grpc])
+    let client = builder(proxy.addr(), &[hub.grpc])
         .deadline(Duration::from_secs(5))
         .read_budget(Duration::from_secs(10))
         .max_staleness(MAX_STALENESS)
@@ -180,7 +224,7 @@ async fn a_read_that_raced_an_invalidation_is_not_trusted() {
         .unwrap();
     // The stream's connection is prompt; the reads' connection (opened next) is slow.
     must_watch(&client).await;
-    proxy.delay_new_connections(Duration::from_millis(1500));
+    proxy.pin_new_connections(Some(slow(Duration::from_millis(1500))));
     let sp = &spoke;
     let gets = move || metric_sum(sp, "grpc_requests_total", "method=\"get\"");
     let before = gets().await;
@@ -305,17 +349,17 @@ async fn writes_have_their_own_deadline_and_an_explicit_unknown_outcome() {
     let hub = Proc::must_start_hub(dirs[0].path());
     let a = must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", DB);
     let b = must_start_spoke(dirs[2].path(), hub.grpc, "us-east", DB);
-    let proxy = Proxy::start(a.grpc).await;
+    let proxy = proxy(a.grpc).await;
     let http = Http::default();
     hub.signal(libc::SIGSTOP);
-    let client = builder(proxy.addr, &[b.grpc])
+    let client = builder(proxy.addr(), &[b.grpc])
         .deadline(Duration::from_millis(100))
         .write_deadline(Duration::from_secs(3))
         .build()
         .unwrap();
     let mut rev = client.put("sessions", "w", None, br#"{"v":0}"#).await.unwrap();
-    // Answers now take 400 ms: well over the read deadline, under the write's.
-    proxy.slow_all(Duration::from_millis(400));
+    // Round trips now take 400 ms: well over the read deadline, under the write's.
+    proxy.set(slow(Duration::from_millis(200)));
     for v in 1..=4 {
         rev = client
             .put("sessions", "w", Some(&rev), format!(r#"{{"v":{v}}}"#).as_bytes())
@@ -334,7 +378,7 @@ async fn writes_have_their_own_deadline_and_an_explicit_unknown_outcome() {
 
     // A write deadline under the delay: no answer, twice. The write is not sent
     // to B, and the app is told the outcome is unknown.
-    let impatient = builder(proxy.addr, &[b.grpc])
+    let impatient = builder(proxy.addr(), &[b.grpc])
         .deadline(Duration::from_millis(100))
         .write_deadline(Duration::from_millis(150))
         .build()
@@ -361,7 +405,7 @@ async fn writes_have_their_own_deadline_and_an_explicit_unknown_outcome() {
     .await;
 
     // A conflict is a conflict.
-    proxy.slow_all(Duration::ZERO);
+    proxy.set(Faults::up());
     match client.put("sessions", "w", Some(&rev), br#"{"v":6}"#).await {
         Err(ClientError::Conflict { .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
@@ -388,12 +432,12 @@ async fn writes_have_their_own_deadline_and_an_explicit_unknown_outcome() {
 async fn a_read_never_outlasts_its_budget() {
     let dirs: Vec<_> = (0..1).map(|_| tempfile::tempdir().unwrap()).collect();
     let hub = Proc::must_start_hub(dirs[0].path());
-    let p1 = Proxy::start(hub.grpc).await;
-    let p2 = Proxy::start(hub.grpc).await;
-    p1.blackhole(true);
-    p2.blackhole(true);
+    let p1 = proxy(hub.grpc).await;
+    let p2 = proxy(hub.grpc).await;
+    p1.set_link(Link::Blackhole);
+    p2.set_link(Link::Blackhole);
     const BUDGET: Duration = Duration::from_millis(1200);
-    let client = builder(p1.addr, &[p2.addr, hub.grpc])
+    let client = builder(p1.addr(), &[p2.addr(), hub.grpc])
         .deadline(Duration::from_secs(1))
         .fallback_deadline(Duration::from_secs(1))
         .read_budget(BUDGET)
@@ -411,11 +455,11 @@ async fn a_read_never_outlasts_its_budget() {
 async fn a_failed_hedge_is_not_asked_again() {
     let dirs: Vec<_> = (0..1).map(|_| tempfile::tempdir().unwrap()).collect();
     let hub = Proc::must_start_hub(dirs[0].path());
-    let local = Proxy::start(hub.grpc).await;
-    local.blackhole(true);
+    let local = proxy(hub.grpc).await;
+    local.set_link(Link::Blackhole);
     // Accepts, then finds nothing behind it: fails fast, and counts each try.
-    let broken = Proxy::start(free_addr()).await;
-    let client = builder(local.addr, &[broken.addr, hub.grpc])
+    let broken = proxy(free_addr()).await;
+    let client = builder(local.addr(), &[broken.addr(), hub.grpc])
         .hedge_after(Duration::from_millis(20))
         .hedge_ratio(1.0)
         .build()
@@ -506,6 +550,113 @@ async fn zero_max_staleness_still_serves_vouched_entries() {
         assert_eq!(served.source, Source::Cache);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A database deleted and created again under the same name, while the stream is away: the
+/// new incarnation's sequence numbers pass the old resume point, but they vouch for nothing
+/// cached from the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_database_does_not_vouch_for_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Proc::must_start_hub(dir.path());
+    let link = proxy(hub.grpc).await;
+    let http = Http::default();
+    let db = format!("{}/sessions", hub.base());
+    http.req("PUT", &db, None).await;
+    http.must("PUT", &format!("{db}/s"), Some(json!({"v": 1})), 201)
+        .await;
+    let client = builder(link.addr(), &[])
+        .max_staleness(Duration::from_millis(200))
+        .watch_silence(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    must_watch(&client).await;
+    client.get("sessions", "s").await.unwrap().unwrap();
+    assert_eq!(
+        client.get_traced("sessions", "s").await.unwrap().1.source,
+        Source::Cache
+    );
+
+    // The stream goes quiet; meanwhile the database is dropped, made again, and written past
+    // the sequence the stream will resume from.
+    link.set_link(Link::Blackhole);
+    let c = client.clone();
+    must_eventually("stream lost", Duration::from_secs(10), || {
+        let c = c.clone();
+        async move { !c.watch_connected("sessions") }
+    })
+    .await;
+    http.must("DELETE", &db, None, 200).await;
+    http.must("PUT", &db, None, 201).await;
+    for id in ["a", "b", "c"] {
+        http.must("PUT", &format!("{db}/{id}"), Some(json!({})), 201)
+            .await;
+    }
+    link.set_link(Link::Up);
+    must_watch(&client).await;
+    assert_eq!(
+        client.get("sessions", "s").await.unwrap(),
+        None,
+        "a session of the dropped database was served as vouched for"
+    );
+}
+
+/// Item 6: skipped targets are probed together. Probes that get no answer wait out their
+/// 500 ms timeout, so one at a time the sixth would be sent 2.5 s after the first; together,
+/// all six reach the server at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_targets_are_probed_together() {
+    const N: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Proc::must_start_hub(dir.path());
+    let mut links = Vec::new();
+    for _ in 0..N {
+        let p = proxy(hub.grpc).await;
+        p.set_link(Link::Reset);
+        links.push(p);
+    }
+    let addrs: Vec<_> = links.iter().map(|p| p.addr()).collect();
+    let client = builder(addrs[0], &addrs[1..])
+        .failure_threshold(1)
+        .probe_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let names = client.targets();
+    let c = client.clone();
+    must_eventually("every breaker open", Duration::from_secs(10), || {
+        let (c, names) = (c.clone(), names.clone());
+        async move {
+            let _ = c.get("sessions", "s").await;
+            names.iter().all(|n| c.is_healthy(n) == Some(false))
+        }
+    })
+    .await;
+    // Requests now reach the hub, and its answers never come back.
+    for p in &links {
+        p.set_link(Link::HoldDownstream);
+    }
+    let gets = || metric_sum(&hub, "grpc_requests_total", "method=\"get\"");
+    let before = gets().await;
+    let first = tokio::time::timeout(Duration::from_secs(10), async {
+        while gets().await == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Instant::now()
+    })
+    .await
+    .expect("no probe reached the hub");
+    let mut seen = 0;
+    while first.elapsed() < Duration::from_millis(1200) {
+        seen = gets().await - before;
+        if seen >= N as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        seen >= N as u64,
+        "only {seen} of {N} probes sent in the first 1.2 s: probes wait on each other"
+    );
 }
 
 /// Item 6: streams of databases nobody reads (or that do not exist) end.
@@ -759,40 +910,23 @@ async fn no_read_returns_a_session_deleted_or_expired_beyond_the_bound() {
     );
 }
 
-fn fleet_file(hub: &Proc, local: (&str, &Proc), other: &Proc, max_staleness_ms: u64) -> String {
-    format!(
-        r#"[fleet]
-name = "test-fleet"
-
-[hub]
-name = "london"
-http = "{}"
-grpc = "{}"
-
-[[datacentre]]
-name = "eu-west"
-failover = ["london", "us-east"]
-  [[datacentre.spoke]]
-  name = "{}"
-  http = "{}"
-  grpc = "{}"
-
-[[datacentre]]
-name = "us-east"
-failover = ["london"]
-  [[datacentre.spoke]]
-  name = "us-east-1"
-  http = "{}"
-  grpc = "{}"
-
-[[database]]
-name = "sessions"
-
-[client]
-deadline_ms = 2000
-max_staleness_ms = {max_staleness_ms}
-"#,
-        hub.http, hub.grpc, local.0, local.1.http, local.1.grpc, other.http, other.grpc
+/// The reload test's fleet: `local` is eu-west's spoke (name, process), `other` us-east's.
+fn fleet_file(
+    hub: &Proc,
+    local: (&str, &Proc),
+    other: &Proc,
+    max_staleness_ms: u64,
+    negative_ttl_ms: u64,
+) -> String {
+    fleet_toml(
+        (hub.http, hub.grpc),
+        &[
+            ("eu-west", local.0, (local.1.http, local.1.grpc)),
+            ("us-east", "us-east-1", (other.http, other.grpc)),
+        ],
+        &format!(
+            "[client]\ndeadline_ms = 2000\nmax_staleness_ms = {max_staleness_ms}\nnegative_ttl_ms = {negative_ttl_ms}\n"
+        ),
     )
 }
 
@@ -800,24 +934,29 @@ max_staleness_ms = {max_staleness_ms}
 /// local spoke.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topology_reload_moves_the_stream_and_applies_client_settings() {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let hub = Proc::must_start_hub(dirs[0].path());
-    let a = must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", DB);
-    let b = must_start_spoke(dirs[2].path(), hub.grpc, "us-east", DB);
-    let http = Http::default();
-    let v1 = http
-        .must(
-            "PUT",
-            &format!("{}/sessions/k", a.base()),
-            Some(json!({"v": 1})),
-            201,
-        )
-        .await;
-    must_reach(&http, &b, "k").await;
-    let topo = dirs[3].path().join("fleet.toml");
-    std::fs::write(&topo, fleet_file(&hub, ("eu-west-1", &a), &b, 60_000)).unwrap();
+    // `_dirs` is bound, not `..`: the data directories must outlive the processes.
+    let TwoDatacentres {
+        hub,
+        a,
+        b,
+        http,
+        v1,
+        _dirs,
+    } = two_datacentres("k").await;
+    let dir = tempfile::tempdir().unwrap();
+    let topo = dir.path().join("fleet.toml");
+    std::fs::write(&topo, fleet_file(&hub, ("eu-west-1", &a), &b, 60_000, 0)).unwrap();
     let client = Client::from_topology_file(&topo, "eu-west").unwrap();
     must_watch(&client).await;
+    let miss_source = || async {
+        assert_eq!(client.get("sessions", "nobody").await.unwrap(), None);
+        client.get_traced("sessions", "nobody").await.unwrap().1.source
+    };
+    assert_ne!(
+        miss_source().await,
+        Source::NegativeCache,
+        "negative caching is off"
+    );
     let (_, served) = client.get_traced("sessions", "k").await.unwrap();
     assert_eq!(served.source, Source::Target("eu-west-1".into()));
     assert_eq!(
@@ -826,13 +965,18 @@ async fn a_topology_reload_moves_the_stream_and_applies_client_settings() {
     );
 
     // Ops move eu-west to spoke B and tighten the staleness bound.
-    std::fs::write(&topo, fleet_file(&hub, ("eu-west-2", &b), &a, 100)).unwrap();
+    std::fs::write(&topo, fleet_file(&hub, ("eu-west-2", &b), &a, 100, 60_000)).unwrap();
     let c = client.clone();
     must_eventually("chain reloaded", Duration::from_secs(10), || {
         let c = c.clone();
         async move { c.targets() == ["eu-west-2", "london", "us-east-1"] }
     })
     .await;
+    assert_eq!(
+        miss_source().await,
+        Source::NegativeCache,
+        "the reloaded negative_ttl_ms is ignored"
+    );
     // B moves on, unseen by A: only a stream from B (or the new bound) can tell.
     hub.signal(libc::SIGSTOP);
     http.must(

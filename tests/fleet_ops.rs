@@ -18,46 +18,11 @@ struct Addrs {
 }
 
 fn topology_text(x: &Addrs, extra_dc: bool) -> String {
-    let mut t = format!(
-        r#"[fleet]
-name = "test-fleet"
-
-[hub]
-name = "london"
-http = "{}"
-grpc = "{}"
-
-[[datacentre]]
-name = "eu-west"
-failover = ["london", "us-east"]
-  [[datacentre.spoke]]
-  name = "eu-west-1"
-  http = "{}"
-  grpc = "{}"
-
-[[datacentre]]
-name = "us-east"
-failover = ["london"]
-  [[datacentre.spoke]]
-  name = "us-east-1"
-  http = "{}"
-  grpc = "{}"
-
-[[database]]
-name = "sessions"
-expiry_field = "expires_at"
-revs_limit = 10
-"#,
-        x.hub.0, x.hub.1, x.a.0, x.a.1, x.b.0, x.b.1
-    );
+    let mut spokes = vec![("eu-west", "eu-west-1", x.a), ("us-east", "us-east-1", x.b)];
     if extra_dc {
-        let (h, g) = (free_addr(), free_addr());
-        t = t.replace(
-            "[[database]]",
-            &format!("[[datacentre]]\nname = \"ap-south\"\n  [[datacentre.spoke]]\n  name = \"ap-south-1\"\n  http = \"{h}\"\n  grpc = \"{g}\"\n\n[[database]]"),
-        );
+        spokes.push(("ap-south", "ap-south-1", (free_addr(), free_addr())));
     }
-    t
+    fleet_toml(x.hub, &spokes, "")
 }
 
 fn addrs() -> Addrs {

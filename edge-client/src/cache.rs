@@ -1,11 +1,13 @@
 //! Cache entries: a session or a remembered absence, weighed in bytes, with
 //! what the serving rule (`rule`) needs to judge them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 
+use crate::builder::ClientBuilder;
 use crate::client::Session;
 use crate::rule;
 
@@ -67,20 +69,41 @@ pub(crate) fn weigh(key: &Key, entry: &Entry) -> u32 {
 /// Frees entries once no rule can serve them: absences after `negative_ttl`,
 /// sessions at their expiry, and unvouched sessions after the stale-if-error
 /// window. (Serving is decided by `rule::judge`, not by this.)
-pub(crate) struct EntryExpiry {
-    pub negative_ttl: Duration,
-    pub unvouched_lifetime: Duration,
+///
+/// The lifetimes are shared with the client, which changes them when a topology
+/// reload changes its settings: moka keeps the `Expiry` it was built with.
+#[derive(Clone, Default)]
+pub(crate) struct EntryExpiry(Arc<Lifetimes>);
+
+#[derive(Default)]
+struct Lifetimes {
+    negative_ttl_ms: AtomicU64,
+    unvouched_ms: AtomicU64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl EntryExpiry {
+    /// Lifetimes for entries made from now on, from `cfg`.
+    pub fn follow(&self, cfg: &ClientBuilder) {
+        self.0
+            .negative_ttl_ms
+            .store(millis(cfg.negative_ttl), Ordering::Relaxed);
+        let unvouched = cfg.max_staleness.saturating_add(cfg.stale_if_error);
+        self.0.unvouched_ms.store(millis(unvouched), Ordering::Relaxed);
+    }
+
     fn lifetime(&self, value: &Entry) -> Option<Duration> {
+        let ms = |a: &AtomicU64| Duration::from_millis(a.load(Ordering::Relaxed));
         match &value.answer {
-            Answer::Absent(_) => Some(self.negative_ttl),
+            Answer::Absent(_) => Some(ms(&self.0.negative_ttl_ms)),
             Answer::Found(s) => {
                 let until_expiry = s
                     .expires_at
                     .map(|t| Duration::from_secs(t.saturating_sub(rule::unix_now())));
-                let unvouched = value.vouch.is_none().then_some(self.unvouched_lifetime);
+                let unvouched = value.vouch.is_none().then(|| ms(&self.0.unvouched_ms));
                 match (until_expiry, unvouched) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),

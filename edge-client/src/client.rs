@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     /// The chain in order, swapped whole when the topology changes.
     pub targets: ArcSwap<Vec<Arc<Target>>>,
     pub cache: Cache<Key, Entry>,
+    /// The cache's entry lifetimes, which follow `cfg`.
+    lifetimes: EntryExpiry,
     /// Deletes this client has seen: key → generation of the tombstone.
     pub deletes: Cache<Key, u64>,
     /// Settings, swapped whole when the topology changes.
@@ -145,13 +147,12 @@ impl Client {
 
     pub(crate) fn from_builder(cfg: ClientBuilder) -> Result<Client, ClientError> {
         let targets = make_targets(&cfg, &cfg.targets, &[])?;
+        let lifetimes = EntryExpiry::default();
+        lifetimes.follow(&cfg);
         let cache = Cache::builder()
             .max_capacity(cfg.cache_bytes)
             .weigher(weigh)
-            .expire_after(EntryExpiry {
-                negative_ttl: cfg.negative_ttl,
-                unvouched_lifetime: cfg.max_staleness.saturating_add(cfg.stale_if_error),
-            })
+            .expire_after(lifetimes.clone())
             .support_invalidation_closures()
             .build();
         let deletes = Cache::builder()
@@ -162,6 +163,7 @@ impl Client {
         let inner = Arc::new(Inner {
             targets: ArcSwap::from_pointee(targets),
             cache,
+            lifetimes,
             deletes,
             hedge: HedgeBudget::new(cfg.hedge_ratio),
             cfg: ArcSwap::from_pointee(cfg),
@@ -497,6 +499,7 @@ async fn follow_topology(
                 );
                 // moka's bound is fixed at build.
                 cfg.cache_bytes = i.cfg.load().cache_bytes;
+                i.lifetimes.follow(&cfg);
                 i.cfg.store(Arc::new(cfg));
                 i.targets.store(Arc::new(targets));
             }

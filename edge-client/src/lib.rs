@@ -26,7 +26,9 @@
 //!      gap-free history covers, and the stream is connected, caught up and was
 //!      heard from within `watch_silence`. Any later change would have evicted
 //!      it; a change the stream saw while the read was in flight keeps it out
-//!      of the cache.
+//!      of the cache. A stream that comes back from another store, or from the
+//!      same database deleted and created again (`WatchStart.incarnation`),
+//!      vouches for nothing cached before: those entries are dropped.
 //!    - *young*: it was fetched (the read was sent) less than `max_staleness`
 //!      ago. This covers everything read from another store (a fallback, a
 //!      hedge, a confirmation) and everything while the stream is down.

@@ -259,6 +259,9 @@ async fn on_change(i: &Inner, state: &WatchState, c: &WatchChange) {
 async fn run(inner: Weak<Inner>, state: Arc<WatchState>) {
     let db = state.db.clone();
     let mut store_uuid: Option<String> = None;
+    // The database's identity on that store: a delete and re-create gives a new one, whose
+    // sequence numbers say nothing about the old one's.
+    let mut incarnation: Option<String> = None;
     let mut resume: Option<u64> = None;
     let mut failures = 0u32;
     loop {
@@ -295,11 +298,13 @@ async fn run(inner: Weak<Inner>, state: Arc<WatchState>) {
                             state.heard();
                             match ev.event {
                                 Some(watch_event::Event::Start(s)) => {
-                                    let same_store = store_uuid.as_deref() == Some(s.store_uuid.as_str());
-                                    if !same_store || resume.is_none() {
+                                    let same_db = store_uuid.as_deref() == Some(s.store_uuid.as_str())
+                                        && incarnation.as_deref() == Some(s.incarnation.as_str());
+                                    if !same_db || resume.is_none() {
                                         if store_uuid.is_some() {
-                                            // Another store: nothing it streams vouches for
-                                            // what we cached.
+                                            // Another store, or the database deleted and
+                                            // re-created: nothing it streams vouches for what
+                                            // we cached.
                                             drop_db_entries(&i, &db).await;
                                         }
                                         state.new_history(s.since);
@@ -307,6 +312,7 @@ async fn run(inner: Weak<Inner>, state: Arc<WatchState>) {
                                     *state.target.lock().unwrap_or_else(|e| e.into_inner()) =
                                         Some(target.clone());
                                     store_uuid = Some(s.store_uuid);
+                                    incarnation = Some(s.incarnation);
                                     resume = Some(s.since);
                                     state.start_update_seq.store(s.update_seq, Ordering::Release);
                                     state.caught_up.store(s.update_seq <= s.since, Ordering::Release);

@@ -215,146 +215,34 @@ pub async fn metric_sum(node: &Proc, name: &str, label: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// A TCP proxy in front of a server, for faults the server cannot make itself:
-/// a blackholed target (connections accepted, nothing answered) and a slow
-/// target (answers held back). Runs in the test's Tokio runtime.
-pub struct Proxy {
-    pub addr: SocketAddr,
-    state: std::sync::Arc<ProxyState>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Default)]
-struct ProxyState {
-    blackholed: std::sync::atomic::AtomicBool,
-    /// Milliseconds answers are held back on connections accepted from now on.
-    delay_ms: std::sync::atomic::AtomicU64,
-    /// Milliseconds answers are held back on every connection, from now on.
-    slow_ms: std::sync::atomic::AtomicU64,
-    accepted: std::sync::atomic::AtomicU64,
-}
-
-impl Proxy {
-    /// Starts forwarding 127.0.0.1:<free port> to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
-        let state = std::sync::Arc::new(ProxyState::default());
-        let st = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                st.accepted.fetch_add(1, Ordering::Relaxed);
-                let _ = client.set_nodelay(true);
-                let delay = Duration::from_millis(st.delay_ms.load(Ordering::Relaxed));
-                tokio::spawn(proxy_connection(client, upstream, st.clone(), delay));
-            }
-        });
-        Proxy { addr, state, accept }
+/// A test fleet's topology file: hub `london` at `hub` (http, grpc), then one datacentre per
+/// entry of `spokes` (datacentre, spoke name, (http, grpc)) in order, the first failing over to
+/// the second; the `sessions` database expiring on `expires_at`; then `extra` (`[client]`,
+/// `[tls]`, ...) verbatim.
+pub fn fleet_toml(
+    hub: (SocketAddr, SocketAddr),
+    spokes: &[(&str, &str, (SocketAddr, SocketAddr))],
+    extra: &str,
+) -> String {
+    use std::fmt::Write;
+    let mut t = format!(
+        "[fleet]\nname = \"test-fleet\"\n\n[hub]\nname = \"london\"\nhttp = \"{}\"\ngrpc = \"{}\"\n",
+        hub.0, hub.1
+    );
+    for (i, (dc, spoke, (http, grpc))) in spokes.iter().enumerate() {
+        let failover = match (i, spokes.get(1)) {
+            (0, Some((next, ..))) => format!("[\"london\", \"{next}\"]"),
+            _ => "[\"london\"]".to_string(),
+        };
+        let _ = write!(
+            t,
+            "\n[[datacentre]]\nname = \"{dc}\"\nfailover = {failover}\n  [[datacentre.spoke]]\n  name = \"{spoke}\"\n  http = \"{http}\"\n  grpc = \"{grpc}\"\n"
+        );
     }
-
-    /// While on, nothing passes either way and new connections are accepted
-    /// but never forwarded: a target that is there but never answers.
-    pub fn blackhole(&self, on: bool) {
-        self.state
-            .blackholed
-            .store(on, std::sync::atomic::Ordering::SeqCst);
+    t.push_str("\n[[database]]\nname = \"sessions\"\nexpiry_field = \"expires_at\"\nrevs_limit = 10\n");
+    if !extra.is_empty() {
+        t.push('\n');
+        t.push_str(extra);
     }
-
-    /// Connections accepted from now on deliver the server's bytes `d` late.
-    pub fn delay_new_connections(&self, d: Duration) {
-        self.state
-            .delay_ms
-            .store(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Every connection delivers the server's bytes `d` late from now on
-    /// (`Duration::ZERO` to stop).
-    pub fn slow_all(&self, d: Duration) {
-        self.state
-            .slow_ms
-            .store(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> u64 {
-        self.state.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-async fn wait_while_blackholed(st: &ProxyState) {
-    while st.blackholed.load(std::sync::atomic::Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn proxy_connection(
-    client: tokio::net::TcpStream,
-    upstream: SocketAddr,
-    st: std::sync::Arc<ProxyState>,
-    delay: Duration,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    wait_while_blackholed(&st).await;
-    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-        return;
-    };
-    let _ = server.set_nodelay(true);
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let st_up = st.clone();
-    let up = tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            wait_while_blackholed(&st_up).await;
-            match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    wait_while_blackholed(&st_up).await;
-                    if sw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = sw.shutdown().await;
-    });
-    // Server to client: each chunk is delivered `delay` after it was read, in order.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    let st_down = st.clone();
-    let st_read = st.clone();
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            match sr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let slow =
-                        Duration::from_millis(st_read.slow_ms.load(std::sync::atomic::Ordering::SeqCst));
-                    let at = tokio::time::Instant::now() + delay.max(slow);
-                    if tx.send((at, buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    while let Some((at, bytes)) = rx.recv().await {
-        tokio::time::sleep_until(at).await;
-        wait_while_blackholed(&st_down).await;
-        if cw.write_all(&bytes).await.is_err() {
-            break;
-        }
-    }
-    let _ = cw.shutdown().await;
-    up.abort();
-    reader.abort();
+    t
 }

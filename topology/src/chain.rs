@@ -200,6 +200,8 @@ backoff_max_ms = 60000
                 ));
             }
         }
+        // Addresses beyond loopback need TLS.
+        text.push_str("[tls]\nca = \"ca.pem\"\ncert = \"{node}.pem\"\nkey = \"{node}.key\"\n");
         Topology::parse(&text, "table.toml").unwrap_or_else(|e| panic!("test topology is invalid:\n{e}"))
     }
 

@@ -40,7 +40,8 @@ pub mod watch;
 pub use chain::{Target, TargetKind};
 pub use error::{TopologyError, TopologyErrors};
 pub use model::{
-    check_label, ClientSettings, DatabaseSpec, Datacentre, DatacentreName, FailoverStep, FleetName, Hub,
-    LinkOverride, LinkSettings, Links, NodeName, Spoke, TlsFiles, Topology, DEFAULT_REVS_LIMIT,
+    check_label, AuthFiles, ClientSettings, DatabaseSpec, Datacentre, DatacentreName, FailoverStep,
+    FleetName, Hub, LinkOverride, LinkSettings, Links, NodeName, NodeTlsFiles, Spoke, TlsFiles, Topology,
+    DEFAULT_REVS_LIMIT, NODE_PLACEHOLDER,
 };
 pub use watch::TopologyWatcher;

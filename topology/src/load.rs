@@ -57,11 +57,22 @@ impl Topology {
 /// relative TLS paths against its directory.
 pub(crate) fn parse_file_text(text: &str, path: &Path) -> Result<Topology, TopologyErrors> {
     let mut topology = Topology::parse(text, &path.display().to_string())?;
-    if let (Some(tls), Some(dir)) = (topology.tls.as_mut(), path.parent()) {
-        for file in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
-            if file.is_relative() {
-                *file = dir.join(&*file);
+    let Some(dir) = path.parent() else {
+        return Ok(topology);
+    };
+    if let Some(tls) = topology.tls.as_mut() {
+        if tls.ca.is_relative() {
+            tls.ca = dir.join(&tls.ca);
+        }
+        for file in [&mut tls.cert, &mut tls.key] {
+            if Path::new(file.as_str()).is_relative() {
+                *file = dir.join(file.as_str()).display().to_string();
             }
+        }
+    }
+    if let Some(auth) = topology.auth.as_mut() {
+        if auth.secrets.is_relative() {
+            auth.secrets = dir.join(&auth.secrets);
         }
     }
     Ok(topology)

@@ -28,8 +28,11 @@ pub struct Topology {
     pub links: Links,
     /// Defaults for edge-clients in app servers.
     pub client: ClientSettings,
-    /// TLS material for every link; `None` means plaintext (only sensible on one host).
+    /// TLS material for every link; `None` means plaintext, which a topology allows only when
+    /// every address is loopback.
     pub tls: Option<TlsFiles>,
+    /// Where the fleet's credentials are; `None` lets each node generate its own admin.
+    pub auth: Option<AuthFiles>,
 }
 
 // Node, datacentre and fleet names share one shape: a string checked by `check_label`.
@@ -321,16 +324,57 @@ impl Default for ClientSettings {
     }
 }
 
+/// What `[tls]` file names put a node's name in place of.
+pub const NODE_PLACEHOLDER: &str = "{node}";
+
 /// PEM files for mutual TLS on every link.
 ///
 /// [`Topology::load`] resolves relative paths against the topology file's directory, so a file
 /// and its certificates can be checked in side by side; [`Topology::parse`] keeps them as written.
+/// `cert` and `key` may contain [`NODE_PLACEHOLDER`] (one directory holding every node's files);
+/// without it each host has its own file at that path. [`TlsFiles::for_node`] fills it in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsFiles {
     /// CA bundle that peers' certificates must chain to.
     pub ca: PathBuf,
-    /// This node's certificate chain.
+    /// Each node's certificate chain; `{node}`, if present, stands for the node's name.
+    pub cert: String,
+    /// Each node's private key; `{node}`, if present, stands for the node's name.
+    pub key: String,
+}
+
+/// One node's TLS files, with its name filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTlsFiles {
+    /// CA bundle.
+    pub ca: PathBuf,
+    /// The node's certificate chain.
     pub cert: PathBuf,
-    /// This node's private key.
+    /// The node's private key.
     pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files of node `name`.
+    ///
+    /// ```
+    /// # use topology::{NodeName, TlsFiles};
+    /// let tls = TlsFiles { ca: "tls/ca.pem".into(), cert: "tls/{node}.pem".into(), key: "tls/{node}.key".into() };
+    /// let files = tls.for_node(&NodeName::new("eu-west-1").unwrap());
+    /// assert_eq!(files.cert, std::path::Path::new("tls/eu-west-1.pem"));
+    /// ```
+    pub fn for_node(&self, name: &NodeName) -> NodeTlsFiles {
+        NodeTlsFiles {
+            ca: self.ca.clone(),
+            cert: PathBuf::from(self.cert.replace(NODE_PLACEHOLDER, name.as_str())),
+            key: PathBuf::from(self.key.replace(NODE_PLACEHOLDER, name.as_str())),
+        }
+    }
+}
+
+/// The `[auth]` section: files holding credentials (never the credentials themselves).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthFiles {
+    /// The secrets file: users with password hashes, hashed app tokens, the cookie key.
+    pub secrets: PathBuf,
 }

@@ -13,12 +13,21 @@ use toml::Spanned;
 
 use crate::error::Diagnostics;
 use crate::model::{
-    ClientSettings, DatacentreName, FleetName, LinkOverride, LinkSettings, NodeName, TlsFiles,
+    AuthFiles, ClientSettings, DatacentreName, FleetName, LinkOverride, LinkSettings, NodeName, TlsFiles,
     DEFAULT_REVS_LIMIT,
 };
 use crate::reader::{self, TableView};
 
-const ROOT_KEYS: &[&str] = &["fleet", "hub", "datacentre", "database", "links", "client", "tls"];
+const ROOT_KEYS: &[&str] = &[
+    "fleet",
+    "hub",
+    "datacentre",
+    "database",
+    "links",
+    "client",
+    "tls",
+    "auth",
+];
 const FLEET_KEYS: &[&str] = &["name"];
 const NODE_KEYS: &[&str] = &["name", "http", "grpc", "data_dir"];
 const DATACENTRE_KEYS: &[&str] = &["name", "failover", "spoke"];
@@ -38,6 +47,7 @@ const CLIENT_KEYS: &[&str] = &[
     "negative_ttl_ms",
 ];
 const TLS_KEYS: &[&str] = &["ca", "cert", "key"];
+const AUTH_KEYS: &[&str] = &["secrets"];
 
 /// Generous ceiling for millisecond settings (a week): larger values are unit mistakes.
 const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -53,6 +63,7 @@ pub(crate) struct Draft {
     pub overrides: Vec<DraftOverride>,
     pub client: ClientSettings,
     pub tls: Option<TlsFiles>,
+    pub auth: Option<AuthFiles>,
 }
 
 /// The hub or a spoke.
@@ -143,6 +154,7 @@ pub(crate) fn read_document(diag: &mut Diagnostics<'_>, doc: &Spanned<DeTable<'_
         .map(|t| read_client(diag, &t))
         .unwrap_or_default();
     let tls = reader::table(diag, &root, "tls", None).and_then(|t| read_tls(diag, &t));
+    let auth = reader::table(diag, &root, "auth", None).and_then(|t| read_auth(diag, &t));
 
     Draft {
         fleet,
@@ -153,6 +165,7 @@ pub(crate) fn read_document(diag: &mut Diagnostics<'_>, doc: &Spanned<DeTable<'_
         overrides,
         client,
         tls,
+        auth,
     }
 }
 
@@ -373,13 +386,29 @@ fn read_tls(diag: &mut Diagnostics<'_>, t: &TableView<'_, '_>) -> Option<TlsFile
         "ca_cert" | "ca_file" | "cacert" => Some("the CA bundle's key is `ca`".into()),
         _ => None,
     });
-    let mut path =
-        |key: &str| reader::read(diag, t, key, true, reader::text).map(|p| PathBuf::from(p.into_inner()));
-    let (ca, cert, key) = (path("ca"), path("cert"), path("key"));
+    let ca = reader::read(diag, t, "ca", true, reader::text).map(|p| PathBuf::from(p.into_inner()));
+    // Each node has a certificate of its own: either the path holds `{node}` (one directory with
+    // every node's files, as `sessionfleet certs nodes` writes them), or each host has its own
+    // file at the same path (as the ansible role installs them).
+    let mut per_node = |key: &str| reader::read(diag, t, key, true, reader::text).map(|v| v.into_inner());
+    let (cert, key) = (per_node("cert"), per_node("key"));
     Some(TlsFiles {
         ca: ca?,
         cert: cert?,
         key: key?,
+    })
+}
+
+fn read_auth(diag: &mut Diagnostics<'_>, t: &TableView<'_, '_>) -> Option<AuthFiles> {
+    t.check_keys(diag, AUTH_KEYS, |key| match key {
+        "password" | "token" | "users" | "tokens" => {
+            Some("credentials never go in the topology: `secrets` names the file that holds them".into())
+        }
+        _ => None,
+    });
+    let secrets = reader::read(diag, t, "secrets", true, reader::text)?;
+    Some(AuthFiles {
+        secrets: PathBuf::from(secrets.into_inner()),
     })
 }
 

@@ -206,8 +206,8 @@ fn tls_line(t: &Topology) -> String {
             format!(
                 "tls     ca={} cert={} key={}",
                 tls.ca.display(),
-                tls.cert.display(),
-                tls.key.display()
+                tls.cert,
+                tls.key
             )
         }
         None => "tls     off (plaintext: only for a fleet on one host)".to_string(),

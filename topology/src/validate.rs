@@ -17,6 +17,7 @@ use crate::parse::{Draft, DraftNode};
 pub(crate) fn check(diag: &mut Diagnostics<'_>, draft: &Draft) {
     check_node_names(diag, draft);
     check_addresses(diag, draft);
+    check_plaintext(diag, draft);
     check_datacentres(diag, draft);
     check_databases(diag, draft);
     check_overrides(diag, draft);
@@ -65,6 +66,34 @@ fn check_addresses(diag: &mut Diagnostics<'_>, draft: &Draft) {
                 seen.insert(*addr.get_ref(), field);
             }
         }
+    }
+}
+
+/// Plaintext only on one host: sessions are credentials, and a link that leaves the machine is
+/// encrypted and authenticated or not allowed.
+fn check_plaintext(diag: &mut Diagnostics<'_>, draft: &Draft) {
+    if draft.tls.is_some() {
+        return;
+    }
+    let exposed = nodes(draft).find_map(|node| {
+        [("http", &node.http), ("grpc", &node.grpc)]
+            .into_iter()
+            .find_map(|(kind, addr)| {
+                let addr = addr.as_ref()?;
+                (!addr.get_ref().ip().is_loopback()).then(|| (format!("{}.{kind}", node.path), addr))
+            })
+    });
+    if let Some((field, addr)) = exposed {
+        diag.error(
+            &addr.span(),
+            field,
+            format!(
+                "{} is not a loopback address, and the file has no [tls] section: a fleet beyond one host \
+                 must be encrypted. Add [tls] (make the files with `sessionfleet certs`); plaintext is allowed \
+                 only when every address is loopback",
+                addr.get_ref()
+            ),
+        );
     }
 }
 
@@ -283,6 +312,7 @@ pub(crate) fn build(draft: Draft) -> Option<Topology> {
         },
         client: draft.client,
         tls: draft.tls,
+        auth: draft.auth,
     })
 }
 

@@ -114,7 +114,7 @@ fn unknown_keys_are_reported_everywhere_with_suggestions() {
         ("grpc = \"127.0.0.1:6984\"", "grpc = \"127.0.0.1:6984\"\nadress = \"x\""),
         ("  grpc = \"127.0.0.1:6985\"", "  grpc = \"127.0.0.1:6985\"\n  port = 1"),
         ("name = \"sessions\"", "name = \"sessions\"\nttl = 5"),
-    ]) + "[links]\nbatchsize = 5\n[links.override.eu-west]\nbogus = 1\n[client]\ndeadline = 5\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\ncafile = \"d\"\n";
+    ]) + "[links]\nbatchsize = 5\n[links.override.eu-west]\nbogus = 1\n[client]\ndeadline = 5\n[tls]\nca = \"a\"\ncert = \"b{node}\"\nkey = \"c{node}\"\ncafile = \"d\"\n";
     let errors = must_fail(&text);
     assert_error(
         &errors,
@@ -651,11 +651,48 @@ fn load_reports_unreadable_files_and_resolves_tls_paths() {
 
     let path = dir.path().join("fleet.toml");
     let text =
-        BASE.to_string() + "[tls]\nca = \"tls/ca.pem\"\ncert = \"/etc/node.pem\"\nkey = \"node.key\"\n";
+        BASE.to_string() + "[tls]\nca = \"tls/ca.pem\"\ncert = \"/etc/{node}.pem\"\nkey = \"{node}.key\"\n[auth]\nsecrets = \"secrets.toml\"\n";
     std::fs::write(&path, text).expect("write");
     let t = Topology::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let tls = t.tls.expect("tls section");
     assert_eq!(tls.ca, dir.path().join("tls/ca.pem"));
-    assert_eq!(tls.cert, std::path::PathBuf::from("/etc/node.pem"));
-    assert_eq!(tls.key, dir.path().join("node.key"));
+    assert_eq!(tls.cert, "/etc/{node}.pem");
+    let node = topology::NodeName::new("london").unwrap();
+    assert_eq!(tls.for_node(&node).key, dir.path().join("london.key"));
+    assert_eq!(
+        t.auth.expect("auth section").secrets,
+        dir.path().join("secrets.toml")
+    );
+}
+
+#[test]
+fn a_plaintext_fleet_must_stay_on_one_host() {
+    let text = BASE.replace("127.0.0.1:5985", "10.1.2.3:5985");
+    let errors = must_fail(&text);
+    assert_error(
+        &errors,
+        &text,
+        ("\"10.1.2.3:5985\"", 0),
+        "datacentre[0].spoke[0].http",
+        "not a loopback address, and the file has no [tls] section",
+    );
+    let secured = text + "[tls]\nca = \"ca.pem\"\ncert = \"{node}.pem\"\nkey = \"{node}.key\"\n";
+    Topology::parse(&secured, "fleet.toml").unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn no_secret_is_inline() {
+    let text = BASE.to_string() + "[auth]\npassword = \"hunter2\"\n";
+    let errors = must_fail(&text);
+    assert_error(
+        &errors,
+        &text,
+        ("password", 0),
+        "auth.password",
+        "credentials never go in the topology",
+    );
+    assert!(
+        errors.iter().all(|e| !e.to_string().contains("hunter2")),
+        "{errors:?}"
+    );
 }

@@ -78,6 +78,8 @@ impl Faults {
 pub struct FaultProxy {
     addr: SocketAddr,
     faults: watch::Sender<Faults>,
+    /// Faults that connections accepted from now on keep for their whole life.
+    pinned: Arc<std::sync::Mutex<Option<Faults>>>,
     stats: Arc<Stats>,
     _tasks: JoinSet<()>,
 }
@@ -94,11 +96,13 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let (faults, rx) = watch::channel(Faults::default());
         let stats = Arc::new(Stats::default());
+        let pinned = Arc::new(std::sync::Mutex::new(None));
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_loop(listener, upstream, rx, stats.clone()));
+        tasks.spawn(accept_loop(listener, upstream, rx, pinned.clone(), stats.clone()));
         Ok(FaultProxy {
             addr,
             faults,
+            pinned,
             stats,
             _tasks: tasks,
         })
@@ -119,6 +123,15 @@ impl FaultProxy {
         self.faults.send_modify(|f| f.link = link);
     }
 
+    /// Connections accepted from now on keep `faults` for their whole life, whatever [`set`]
+    /// does later; `None` makes new connections follow [`set`] again. For a client whose
+    /// connections must differ: a prompt stream opened first, slow reads opened after.
+    ///
+    /// [`set`]: FaultProxy::set
+    pub fn pin_new_connections(&self, faults: Option<Faults>) {
+        *self.pinned.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
         self.stats.accepted.load(std::sync::atomic::Ordering::Relaxed)
@@ -129,6 +142,7 @@ async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
     faults: watch::Receiver<Faults>,
+    pinned: Arc<std::sync::Mutex<Option<Faults>>>,
     stats: Arc<Stats>,
 ) {
     let mut conns = JoinSet::new();
@@ -141,7 +155,20 @@ async fn accept_loop(
             }
         };
         stats.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        conns.spawn(connection(client, upstream, faults.clone()));
+        let pin = *pinned.lock().unwrap_or_else(|e| e.into_inner());
+        match pin {
+            Some(f) => {
+                // A channel of its own, whose sender lives as long as the connection.
+                let (keep, rx) = watch::channel(f);
+                conns.spawn(async move {
+                    connection(client, upstream, rx).await;
+                    drop(keep);
+                });
+            }
+            None => {
+                conns.spawn(connection(client, upstream, faults.clone()));
+            }
+        }
         // Reap finished connections so a long run does not accumulate handles.
         while conns.try_join_next().is_some() {}
     }
@@ -407,5 +434,28 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn pinned_connections_keep_their_faults() {
+        let p = proxy().await;
+        let mut open = TcpStream::connect(p.addr()).await.unwrap();
+        roundtrip(&mut open, b"a").await.unwrap();
+        p.pin_new_connections(Some(Faults::link(Link::Blackhole)));
+        let mut pinned = TcpStream::connect(p.addr()).await.unwrap();
+        // The kernel accepts before the proxy does: unpin only once the proxy has taken it.
+        while p.accepted() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        p.pin_new_connections(None);
+        let mut later = TcpStream::connect(p.addr()).await.unwrap();
+        let stalled = tokio::time::timeout(Duration::from_millis(300), roundtrip(&mut pinned, b"b")).await;
+        assert!(stalled.is_err(), "a connection pinned to a blackhole answered");
+        // The others follow the proxy's own faults, and a later `set` leaves the pinned one be.
+        roundtrip(&mut open, b"c").await.unwrap();
+        roundtrip(&mut later, b"d").await.unwrap();
+        p.set(Faults::up());
+        let stalled = tokio::time::timeout(Duration::from_millis(300), roundtrip(&mut pinned, b"e")).await;
+        assert!(stalled.is_err(), "set() changed a pinned connection");
     }
 }
