@@ -79,8 +79,10 @@ host_init() {
 client_loop() {
   local out=$1 bin=$2 tag=$3
   local -a chain
-  chain[0]="--spoke http://$NET.11:$GRPC_PORT --hub http://$NET.10:$GRPC_PORT --fallback http://$NET.12:$GRPC_PORT"
-  chain[1]="--spoke http://$NET.12:$GRPC_PORT --hub http://$NET.10:$GRPC_PORT --fallback http://$NET.11:$GRPC_PORT"
+  # The scheme (and, with TLS, SESSIONFLEET_TLS_CA) come from main's environment.
+  local s=${SCHEME:-http}
+  chain[0]="--spoke $s://$NET.11:$GRPC_PORT --hub $s://$NET.10:$GRPC_PORT --fallback $s://$NET.12:$GRPC_PORT"
+  chain[1]="--spoke $s://$NET.12:$GRPC_PORT --hub $s://$NET.10:$GRPC_PORT --fallback $s://$NET.11:$GRPC_PORT"
   local i=0 w rev body acked prev_id="" prev_n="" got served end=$((SECONDS + LOOP_MAX_SECS))
   : >"$out/acked"
   : >"$out/write_failed"
@@ -549,7 +551,7 @@ main() {
 
   # TLS when the binary can mint certificates (the security issue), plaintext otherwise.
   local tls=0
-  SCHEME=http
+  export SCHEME=http
   CURL_TLS=()
   if "$BIN1" certs --help >/dev/null 2>&1; then
     tls=1
@@ -624,7 +626,7 @@ main() {
   # A write at one spoke is readable at the other.
   local rev tries=0
   t=$(now)
-  rev=$(in_ctl "$BIN1" put --spoke "http://$NET.11:$GRPC_PORT" --hub "http://$NET.11:$GRPC_PORT" \
+  rev=$(in_ctl "$BIN1" put --spoke "$SCHEME://$NET.11:$GRPC_PORT" --hub "$SCHEME://$NET.11:$GRPC_PORT" \
     deploy-check '{"written_at":"eu-west-1"}' 2>/dev/null) || fail "put at eu-west-1 failed"
   until http_get "$(node_url 2)/sessions/deploy-check" 2>/dev/null | grep -q "\"_rev\":\"$rev\""; do
     tries=$((tries + 1))
@@ -750,8 +752,10 @@ mint_certs() {
   mkdir -p "$tls"
   "$BIN1" certs ca --out "$tls" >/dev/null
   "$BIN1" certs nodes --topology "$WORK/fleet/topology.toml" --ca-dir "$tls" --out "$tls" >/dev/null
-  SCHEME=https
+  # Exported: the client loop (a child of this script) and the CLI's --tls-ca read them.
+  export SCHEME=https
   CA_FILE=$tls/ca.pem
+  export SESSIONFLEET_TLS_CA=$CA_FILE
   CURL_TLS=(--cacert "$CA_FILE")
   say "TLS: minted a CA and node certificates with sessionfleet certs"
 }

@@ -24,6 +24,12 @@ pub(crate) struct ClientArgs {
     /// Deadline of a call to the local spoke, in ms.
     #[arg(long, default_value_t = 200)]
     deadline_ms: u64,
+    /// The fleet CA (for https:// URLs) and, optionally, a client certificate.
+    #[command(flatten)]
+    tls: crate::secure::TlsArgs,
+    /// A bearer token (role app) for fleets with authentication.
+    #[arg(long, env = "SESSIONFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl ClientArgs {
@@ -36,6 +42,14 @@ impl ClientArgs {
         for (i, f) in self.fallbacks.iter().enumerate() {
             b = b.fallback(format!("fallback-{}", i + 1), f);
         }
+        let mut credentials = match self.tls.for_client(None)? {
+            Some(tls) => edge_client::Credentials::certificate(tls),
+            None => edge_client::Credentials::none(),
+        };
+        if let Some(t) = &self.token {
+            credentials = credentials.with_token(t)?;
+        }
+        b = b.credentials(credentials);
         Ok(b.build()?)
     }
 }

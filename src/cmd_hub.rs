@@ -57,6 +57,12 @@ pub(crate) struct NodeArgs {
     /// Seconds shutdown waits for in-flight requests.
     #[arg(long, env = "SESSIONFLEET_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    #[command(flatten)]
+    pub tls: crate::secure::TlsArgs,
+    /// Serve plaintext even on non-loopback addresses (anyone on the network can
+    /// then read and write sessions). Without it, a node without TLS refuses to start there.
+    #[arg(long, env = "SESSIONFLEET_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 /// `--durability` values.
@@ -105,8 +111,31 @@ impl NodeArgs {
         }
     }
 
-    pub fn server_config(&self, placement: &Placement, node_name: String) -> ServerConfig {
+    /// The node's TLS (see [`crate::secure::TlsArgs::for_node`]).
+    pub fn node_tls(
+        &self,
+        topology: Option<&topology::Topology>,
+        node: &str,
+        placement: &Placement,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Option<std::sync::Arc<proto::tls::ReloadingTls>>> {
+        self.tls.for_node(
+            topology,
+            node,
+            &[placement.http, placement.grpc],
+            self.insecure_plaintext,
+            shutdown,
+        )
+    }
+
+    pub fn server_config(
+        &self,
+        placement: &Placement,
+        node_name: String,
+        tls: Option<std::sync::Arc<proto::tls::ReloadingTls>>,
+    ) -> ServerConfig {
         ServerConfig {
+            tls,
             http_addr: placement.http,
             grpc_addr: placement.grpc,
             limits: Limits {
@@ -164,13 +193,16 @@ pub(crate) async fn run(args: HubArgs) -> anyhow::Result<()> {
         .clone()
         .or(topo.as_ref().map(|t| t.hub.name.to_string()))
         .unwrap_or_else(|| "hub".into());
+    let tls = args
+        .node
+        .node_tls(topo.as_deref(), &name, &placement, &shutdown)?;
     let fleet = watcher
         .as_ref()
         .map(|w| crate::topology_link::derive(w, |t| Some(crate::topology_link::expected_spokes(t))))
         .transpose()?;
     let config = hub::HubConfig {
         data_dir: placement.data_dir.clone(),
-        server: args.node.server_config(&placement, name),
+        server: args.node.server_config(&placement, name, tls),
         store: args.node.store_options(),
         fleet,
     };

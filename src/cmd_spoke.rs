@@ -89,6 +89,9 @@ pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
         .or(entry.as_ref().map(|s| s.name.to_string()))
         .unwrap_or_else(|| args.datacentre.clone());
     anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+    let tls = args
+        .node
+        .node_tls(topo.as_deref(), &node_name, &placement, &shutdown)?;
 
     // Flags override the topology's plan; without a topology they are the plan.
     let overrides = PlanOverrides::from(&args)?;
@@ -108,9 +111,12 @@ pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
         datacentre: args.datacentre.clone(),
         node: node_name.clone(),
         data_dir: placement.data_dir.clone(),
-        server: args
-            .node
-            .server_config(&placement, format!("spoke {}/{node_name}", args.datacentre)),
+        server: args.node.server_config(
+            &placement,
+            format!("spoke {}/{node_name}", args.datacentre),
+            tls.clone(),
+        ),
+        tls,
         store: args.node.store_options(),
         plan,
         plan_updates,

@@ -2,10 +2,12 @@
 //! the libraries; nothing else lives here.
 
 mod cmd_bench;
+mod cmd_certs;
 mod cmd_client;
 mod cmd_demo;
 mod cmd_hub;
 mod cmd_spoke;
+mod secure;
 mod topology_link;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,9 @@ enum Command {
     /// Check, show or render (ansible inventory) a topology file.
     #[command(subcommand)]
     Topology(topology::cli::TopologyCommand),
+    /// Mint the fleet's CA and certificates, or show a certificate.
+    #[command(subcommand)]
+    Certs(cmd_certs::CertsCommand),
     /// Load-test a running node (closed loop, HDR latency percentiles).
     Bench(cmd_bench::BenchArgs),
 }
@@ -61,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => cmd_demo::run(args).await,
             Command::Spoke(args) => cmd_spoke::run(args).await,
             Command::Bench(args) => cmd_bench::run(args).await,
+            Command::Certs(cmd) => cmd_certs::run(cmd),
             Command::Topology(cmd) => match topology::cli::run(&cmd) {
                 Ok(text) => {
                     println!("{text}");

@@ -95,7 +95,11 @@ pub(crate) fn spoke_plan(t: &Topology, datacentre: &str) -> Option<ReplicationPl
         })
         .collect();
     Some(ReplicationPlan {
-        hub_grpc: format!("http://{}", t.hub.grpc),
+        hub_grpc: format!(
+            "{}://{}",
+            if t.tls.is_some() { "https" } else { "http" },
+            t.hub.grpc
+        ),
         databases,
         batch_size: link.batch_size as usize,
         backoff: Backoff {

@@ -946,7 +946,7 @@ async fn a_topology_reload_moves_the_stream_and_applies_client_settings() {
     let dir = tempfile::tempdir().unwrap();
     let topo = dir.path().join("fleet.toml");
     std::fs::write(&topo, fleet_file(&hub, ("eu-west-1", &a), &b, 60_000, 0)).unwrap();
-    let client = Client::from_topology_file(&topo, "eu-west").unwrap();
+    let client = Client::from_topology_file(&topo, "eu-west", edge_client::Credentials::none()).unwrap();
     must_watch(&client).await;
     let miss_source = || async {
         assert_eq!(client.get("sessions", "nobody").await.unwrap(), None);

@@ -34,27 +34,11 @@ fn addrs() -> Addrs {
 }
 
 fn hub_from(topo: &Path, data: &Path, x: &Addrs) -> Proc {
-    let args = vec![
-        "hub".into(),
-        "--topology".into(),
-        topo.display().to_string(),
-        "--data-dir".into(),
-        data.display().to_string(),
-    ];
-    Proc::must_start(args, x.hub.0, x.hub.1, data)
+    must_start_from_topology(topo, data, None, x.hub)
 }
 
 fn spoke_from(topo: &Path, data: &Path, dc: &str, at: (SocketAddr, SocketAddr)) -> Proc {
-    let args = vec![
-        "spoke".into(),
-        "--topology".into(),
-        topo.display().to_string(),
-        "--datacentre".into(),
-        dc.into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-    ];
-    Proc::must_start(args, at.0, at.1, data)
+    must_start_from_topology(topo, data, Some(dc), at)
 }
 
 async fn status(http: &Http, hub: &Proc) -> serde_json::Value {
@@ -258,7 +242,8 @@ async fn edge_client_follows_topology_changes() {
     let topo = dir.path().join("fleet.toml");
     let x = addrs();
     std::fs::write(&topo, topology_text(&x, false)).unwrap();
-    let client = edge_client::Client::from_topology_file(&topo, "eu-west").unwrap();
+    let client =
+        edge_client::Client::from_topology_file(&topo, "eu-west", edge_client::Credentials::none()).unwrap();
     assert_eq!(client.targets(), ["eu-west-1", "london", "us-east-1"]);
     // Ops reorder eu-west's failover: the client's chain follows without a restart.
     std::fs::write(
@@ -280,7 +265,7 @@ async fn edge_client_follows_topology_changes() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(client.targets(), ["eu-west-1", "us-east-1", "london"]);
     assert!(
-        edge_client::Client::from_topology_file(&topo, "eu-west").is_err(),
+        edge_client::Client::from_topology_file(&topo, "eu-west", edge_client::Credentials::none()).is_err(),
         "a bad file at start is an error"
     );
 }

@@ -1,9 +1,13 @@
 //! Configuring a [`Client`]: targets in failover order, deadlines, cache size,
 //! and the bounds of the serving rule (see the crate docs).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use proto::tls::{ReloadingTls, TlsPaths};
+
 use crate::client::Client;
+use crate::credentials::{Bearer, Credentials};
 use crate::error::ClientError;
 
 /// A server the client may ask.
@@ -35,6 +39,8 @@ pub struct ClientBuilder {
     pub(crate) watch_silence: Duration,
     pub(crate) delete_memory: Duration,
     pub(crate) watch_idle: Duration,
+    pub(crate) tls: Option<Arc<ReloadingTls>>,
+    pub(crate) token: Option<Bearer>,
 }
 
 impl Default for ClientBuilder {
@@ -57,6 +63,8 @@ impl Default for ClientBuilder {
             watch_silence: Duration::from_secs(3),
             delete_memory: Duration::from_secs(300),
             watch_idle: Duration::from_secs(60),
+            tls: None,
+            token: None,
         }
     }
 }
@@ -106,8 +114,21 @@ impl ClientBuilder {
         if let Some(h) = c.hedge_after_ms {
             b = b.hedge_after(Duration::from_millis(h));
         }
+        // A fleet with `[tls]` is dialled over TLS, verified against its CA; an app
+        // presents its own certificate with [`ClientBuilder::tls`].
+        let scheme = match &topology.tls {
+            Some(files) => {
+                b = b.tls_files(TlsPaths {
+                    ca: files.ca.clone(),
+                    cert: None,
+                    key: None,
+                })?;
+                "https"
+            }
+            None => "http",
+        };
         for t in chain {
-            let url = format!("http://{}", t.grpc);
+            let url = format!("{scheme}://{}", t.grpc);
             let local = t.datacentre.as_ref().is_some_and(|d| d.as_str() == datacentre);
             b.targets.push(TargetSpec {
                 name: t.node.to_string(),
@@ -232,6 +253,45 @@ impl ClientBuilder {
     pub(crate) fn budget(&self) -> Duration {
         self.read_budget
             .unwrap_or_else(|| self.deadline.saturating_add(self.fallback_deadline))
+    }
+
+    /// TLS material for `https://` targets: the fleet CA and, optionally, the
+    /// app server's client certificate (`sessionfleet certs client --role app`).
+    /// The files are re-read when they change, so a rotated certificate is used for
+    /// new connections without a restart (call [`ReloadingTls::spawn_watcher`]).
+    pub fn tls(mut self, tls: Arc<ReloadingTls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The app server's credentials: its certificate (replacing the CA-only TLS a
+    /// topology sets up) and/or bearer token.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        if let Some(tls) = credentials.tls {
+            self.tls = Some(tls);
+        }
+        if let Some(token) = credentials.token {
+            self.token = Some(token);
+        }
+        self
+    }
+
+    /// As [`ClientBuilder::tls`], loading the files now.
+    ///
+    /// ```no_run
+    /// # use proto::tls::TlsPaths;
+    /// let builder = edge_client::Client::builder()
+    ///     .local("eu-west-1", "https://10.1.0.5:6984")
+    ///     .tls_files(TlsPaths {
+    ///         ca: "/etc/sessionfleet/tls/ca.pem".into(),
+    ///         cert: Some("/etc/sessionfleet/tls/app.pem".into()),
+    ///         key: Some("/etc/sessionfleet/tls/app.key".into()),
+    ///     })?;
+    /// # Ok::<(), edge_client::ClientError>(())
+    /// ```
+    pub fn tls_files(self, paths: TlsPaths) -> Result<Self, ClientError> {
+        let tls = ReloadingTls::load(paths).map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
+        Ok(self.tls(Arc::new(tls)))
     }
 
     /// The read deadline of a call to `t`.

@@ -11,14 +11,16 @@ use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use moka::future::Cache;
+use proto::tls::ReloadingTls;
 use proto::v1::sessions_client::SessionsClient;
 use proto::v1::{DeleteRequest, GetRequest, PutRequest};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::builder::{ClientBuilder, TargetSpec};
 use crate::cache::{weigh, Absence, Answer, Entry, EntryExpiry, Key};
+use crate::credentials::{AuthChannel, Authorize, Credentials};
 use crate::error::ClientError;
 use crate::health::Health;
 use crate::hedge::HedgeBudget;
@@ -67,11 +69,11 @@ pub(crate) struct Target {
     pub url: String,
     pub local: bool,
     /// Reads and writes.
-    pub client: SessionsClient<Channel>,
+    pub client: SessionsClient<AuthChannel>,
     /// The invalidation stream, on its own connection: its events must not
     /// queue behind (or ahead of) reads, and a read's answer is ordered against
     /// them by sequence, not by arrival.
-    pub watch_client: SessionsClient<Channel>,
+    pub watch_client: SessionsClient<AuthChannel>,
     pub health: Health,
 }
 
@@ -186,14 +188,18 @@ impl Client {
     pub fn from_topology_file(
         path: impl AsRef<std::path::Path>,
         datacentre: &str,
+        credentials: Credentials,
     ) -> Result<Client, ClientError> {
         let watcher = topology::TopologyWatcher::start(path.as_ref(), Duration::from_secs(1))
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        let client = ClientBuilder::from_topology(&watcher.current(), datacentre)?.build()?;
+        let client = ClientBuilder::from_topology(&watcher.current(), datacentre)?
+            .credentials(credentials.clone())
+            .build()?;
         tokio::spawn(follow_topology(
             Arc::downgrade(&client.inner),
             watcher,
             datacentre.to_owned(),
+            credentials,
         ));
         Ok(client)
     }
@@ -421,16 +427,22 @@ fn served(source: Source, started: Instant, stale: bool) -> Served {
     }
 }
 
-/// The one place a connection to a target is made (TLS and credentials hook
-/// in here). Lazy: nothing is dialled until the first request.
-fn channel(spec: &TargetSpec, connect_timeout: Duration) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(spec.url.clone())
-        .map_err(|e| ClientError::Config(format!("target {} ({}): {e}", spec.name, spec.url)))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+/// The one place a connection to a target is made: TLS (verifying the target
+/// against the fleet CA, presenting the client's certificate if it has one) for
+/// `https://` targets. Lazy: nothing is dialled until the first request.
+fn channel(
+    spec: &TargetSpec,
+    tls: Option<&Arc<ReloadingTls>>,
+    connect_timeout: Duration,
+) -> Result<Channel, ClientError> {
+    proto::tls::grpc_channel(&spec.url, tls, |endpoint| {
+        endpoint
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+    })
+    .map_err(|e| ClientError::Config(format!("target {}: {e}", spec.name)))
 }
 
 /// Targets for `specs`, reusing those of `old` with the same name, address and
@@ -454,11 +466,18 @@ fn make_targets(
                 name: spec.name.clone(),
                 url: spec.url.clone(),
                 local: spec.local,
-                client: SessionsClient::new(channel(spec, connect_timeout)?),
-                watch_client: SessionsClient::new(channel(
-                    spec,
-                    connect_timeout.max(Duration::from_secs(1)),
-                )?),
+                client: SessionsClient::with_interceptor(
+                    channel(spec, cfg.tls.as_ref(), connect_timeout)?,
+                    Authorize(cfg.token.clone()),
+                ),
+                watch_client: SessionsClient::with_interceptor(
+                    channel(
+                        spec,
+                        cfg.tls.as_ref(),
+                        connect_timeout.max(Duration::from_secs(1)),
+                    )?,
+                    Authorize(cfg.token.clone()),
+                ),
                 health: Health::default(),
             }))
         })
@@ -471,6 +490,7 @@ async fn follow_topology(
     inner: std::sync::Weak<Inner>,
     watcher: topology::TopologyWatcher,
     datacentre: String,
+    credentials: Credentials,
 ) {
     let mut rx = watcher.subscribe();
     let shutdown = match inner.upgrade() {
@@ -485,7 +505,7 @@ async fn follow_topology(
         let topology = rx.borrow_and_update().clone();
         let Some(i) = inner.upgrade() else { return };
         let mut cfg = match ClientBuilder::from_topology(&topology, &datacentre) {
-            Ok(b) => b,
+            Ok(b) => b.credentials(credentials.clone()),
             Err(e) => {
                 tracing::error!(error = %e, "new topology has no chain for this datacentre; keeping the old one");
                 continue;
@@ -520,7 +540,7 @@ async fn call<T, F, Fut>(
     f: F,
 ) -> Result<T, CallError>
 where
-    F: FnOnce(SessionsClient<Channel>) -> Fut,
+    F: FnOnce(SessionsClient<AuthChannel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let started = Instant::now();
@@ -993,7 +1013,7 @@ fn never_sent(s: &tonic::Status) -> bool {
 
 async fn write_once<F, Fut>(t: &Target, cfg: &ClientBuilder, f: &F) -> Result<String, WriteError>
 where
-    F: Fn(SessionsClient<Channel>, Duration) -> Fut,
+    F: Fn(SessionsClient<AuthChannel>, Duration) -> Fut,
     Fut: Future<Output = Result<String, tonic::Status>>,
 {
     let deadline = cfg.write_deadline;
@@ -1026,7 +1046,7 @@ where
 /// connection that cannot be made does.
 async fn write<F, Fut>(inner: &Inner, f: F) -> Result<String, ClientError>
 where
-    F: Fn(SessionsClient<Channel>, Duration) -> Fut,
+    F: Fn(SessionsClient<AuthChannel>, Duration) -> Fut,
     Fut: Future<Output = Result<String, tonic::Status>>,
 {
     let cfg = inner.cfg.load_full();

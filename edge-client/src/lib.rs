@@ -92,6 +92,7 @@
 pub mod builder;
 mod cache;
 mod client;
+mod credentials;
 mod error;
 mod health;
 mod hedge;
@@ -100,4 +101,5 @@ mod watch;
 
 pub use builder::ClientBuilder;
 pub use client::{Client, Served, Session, Source};
+pub use credentials::Credentials;
 pub use error::ClientError;

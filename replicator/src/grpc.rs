@@ -12,7 +12,7 @@ use proto::v1::{
 };
 use store::{DocId, Replicated, Rev};
 use tokio::sync::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 use crate::peer::{
@@ -41,21 +41,28 @@ pub struct GrpcPeer {
 }
 
 impl GrpcPeer {
-    /// One HTTP/2 connection to `url` (`http://host:port`), made lazily and
-    /// re-made after failures, to share between peers: a spoke uses one for all
-    /// its pushes and one for all its pulls.
-    pub fn channel(url: &str, connect_timeout: Duration) -> Result<Channel, PeerError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| PeerError::Protocol {
-                peer: url.into(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        Ok(endpoint.connect_lazy())
+    /// One HTTP/2 connection to `url` (`https://host:port`, or `http://` on a
+    /// loopback fleet), made lazily and re-made after failures, to share between
+    /// peers: a spoke uses one for all its pushes and one for all its pulls. Over
+    /// `https://` it presents the certificate in `tls`, which is how the hub knows
+    /// which spoke is calling.
+    pub fn channel(
+        url: &str,
+        connect_timeout: Duration,
+        tls: Option<&std::sync::Arc<proto::tls::ReloadingTls>>,
+    ) -> Result<Channel, PeerError> {
+        proto::tls::grpc_channel(url, tls, |endpoint| {
+            endpoint
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+        })
+        .map_err(|e| PeerError::Protocol {
+            peer: url.into(),
+            reason: e.to_string(),
+        })
     }
 
     /// A peer on database `db` over `channel` to `url`; `me` names the caller

@@ -108,7 +108,7 @@ async fn a_grpc_peer_that_never_answers_times_out() {
         }
     });
     let url = format!("http://{addr}");
-    let channel = GrpcPeer::channel(&url, Duration::from_secs(1)).unwrap();
+    let channel = GrpcPeer::channel(&url, Duration::from_secs(1), None).unwrap();
     let hub =
         GrpcPeer::new(channel, &url, "sessions", "test/node").with_call_timeout(Duration::from_millis(300));
     let answer = tokio::time::timeout(Duration::from_secs(20), hub.info(false)).await;

@@ -1,7 +1,10 @@
 //! What a node listens on and the bounds it puts on every input.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use proto::tls::ReloadingTls;
 
 /// Bounds on every input a client can send.
 #[derive(Clone, Debug)]
@@ -10,7 +13,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most documents (or ids) in one bulk request.
     pub max_bulk_docs: usize,
-    /// Time allowed for a client to send a request's headers.
+    /// Time allowed for a client to send a request's headers (and, with TLS, to
+    /// finish its handshake).
     pub header_timeout: Duration,
     /// Time allowed to receive a whole request body.
     pub body_timeout: Duration,
@@ -46,6 +50,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Shown as `vendor.name` of `GET /`, e.g. "hub london".
     pub node_name: String,
+    /// The node's certificate, key and the fleet CA: both listeners speak TLS
+    /// with it (and follow its rotation). `None`: plaintext, for loopback only.
+    pub tls: Option<Arc<ReloadingTls>>,
 }
 
 impl ServerConfig {
@@ -57,6 +64,7 @@ impl ServerConfig {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             node_name: "sessionfleet".into(),
+            tls: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use proto::tls::{ClientRole, Identity};
 use serde::Serialize;
 
 /// A spoke the fleet is expected to have.
@@ -22,6 +23,10 @@ pub struct ExpectedSpoke {
 /// What the hub has seen of one peer.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PeerState {
+    /// The certificate identity it authenticated with, e.g.
+    /// `sessionfleet:spoke/eu-west/eu-west-1`; `None` on a plaintext fleet, where
+    /// the name is what the peer says it is.
+    pub identity: Option<String>,
     /// Open pull streams (a connected spoke has one per database).
     pub open_streams: u32,
     /// Last time anything arrived from or was sent to it (unix ms).
@@ -67,8 +72,11 @@ impl Fleet {
         f(state);
     }
 
-    pub(crate) fn stream_opened(&self, peer: &str) {
-        self.with(peer, |s| s.open_streams += 1);
+    pub(crate) fn stream_opened(&self, peer: &str, identity: Option<&Identity>) {
+        self.with(peer, |s| {
+            s.open_streams += 1;
+            s.identity = identity.map(Identity::to_uri);
+        });
     }
 
     pub(crate) fn stream_closed(&self, peer: &str) {
@@ -87,6 +95,34 @@ impl Fleet {
 
     pub(crate) fn pushed(&self, peer: &str) {
         self.with(peer, |s| s.last_push_ms = now_ms());
+    }
+
+    /// Whether a caller with certificate `identity` may replicate with this node,
+    /// and under which name it appears on the status page. Spokes must be named by
+    /// the current topology (any spoke of the fleet's CA when the node runs without
+    /// one); replicator and admin clients may replicate; nobody else may.
+    pub fn admit(&self, identity: &Identity) -> Result<String, String> {
+        match identity {
+            Identity::Spoke { datacentre, node } => {
+                let expected = self.expected.load();
+                let named = expected
+                    .iter()
+                    .any(|s| &s.datacentre == datacentre && &s.node == node);
+                if expected.is_empty() || named {
+                    Ok(format!("{datacentre}/{node}"))
+                } else {
+                    Err(format!(
+                        "spoke {datacentre}/{node} is not in the topology of fleet {:?}",
+                        self.name.load().as_str()
+                    ))
+                }
+            }
+            Identity::Client {
+                role: role @ (ClientRole::Replicator | ClientRole::Admin),
+                name,
+            } => Ok(format!("{}/{name}", role.as_str())),
+            other => Err(format!("{} may not replicate", other.to_uri())),
+        }
     }
 
     /// A copy of every peer's state.

@@ -14,6 +14,8 @@
 //! - [`fleet`]: the hub's view of the spokes, behind `/_fleet`;
 //! - `replications`: `_replicate` and `_replicator` jobs (the engine is the
 //!   `replicator` crate's) and their `_active_tasks` progress;
+//! - [`transport`]: plaintext or TLS connections and the [`transport::Peer`]
+//!   (address, certificate identity) handlers see;
 //! - `metrics`: the Prometheus recorder behind `GET /_metrics`.
 
 pub mod config;
@@ -23,6 +25,7 @@ mod http;
 mod metrics;
 pub mod node;
 mod replications;
+pub mod transport;
 
 pub use config::{Limits, ServerConfig};
 pub use node::{Node, NodeHandle};

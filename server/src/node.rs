@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::fleet::Fleet;
 use crate::replications::Replications;
+use crate::transport::Transport;
 use crate::{grpc, http};
 
 /// What every handler can reach.
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub replications: Arc<Replications>,
     /// The spokes seen dialling in, and those expected.
     pub fleet: Arc<Fleet>,
+    /// How both listeners secure their connections.
+    pub transport: Arc<Transport>,
 }
 
 /// A node about to serve: bind first (so callers learn the real ports), then run.
@@ -72,7 +75,9 @@ impl Node {
         let shutdown = CancellationToken::new();
         let replications = Arc::new(Replications::new(store.clone(), shutdown.clone()));
         let fleet = Arc::new(Fleet::default());
+        let transport = Arc::new(Transport::new(config.tls.clone(), config.limits.header_timeout));
         let shared = Arc::new(Shared {
+            transport,
             store,
             config,
             started: Instant::now(),
@@ -80,12 +85,13 @@ impl Node {
             replications: replications.clone(),
             fleet: fleet.clone(),
         });
+        let shared_tls = shared.transport.is_tls();
         let tasks = vec![
             tokio::spawn(http::serve(http_listener, shared.clone())),
             tokio::spawn(grpc::serve(grpc_listener, shared)),
             tokio::spawn(replications.follow_replicator_db()),
         ];
-        tracing::info!(%http_addr, %grpc_addr, "node serving");
+        tracing::info!(%http_addr, %grpc_addr, tls = shared_tls, "node serving");
         Ok(NodeHandle {
             http_addr,
             grpc_addr,

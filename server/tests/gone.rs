@@ -425,7 +425,7 @@ async fn grpc_checkpoint_conflicts_are_conflicts() {
     let n = must_start(dir.path()).await;
     n.must("PUT", "/db", None, 201).await;
     let url = format!("http://{}", n.grpc);
-    let channel = replicator::GrpcPeer::channel(&url, Duration::from_secs(2)).unwrap();
+    let channel = replicator::GrpcPeer::channel(&url, Duration::from_secs(2), None).unwrap();
     let hub = replicator::GrpcPeer::new(channel, &url, "db", "test/node");
     hub.info(false).await.unwrap();
     let rev = hub.put_checkpoint("r1", None, &json!({"a": 1})).await.unwrap();

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::tls::ReloadingTls;
 use replicator::backoff::Backoff;
 use replicator::{Channel, GrpcPeer, LocalPeer, Peer, Replication, ReplicationSpec, ReplicationStatus};
 use server::{Node, ServerConfig};
@@ -62,6 +63,10 @@ pub struct SpokeConfig {
     pub plan: ReplicationPlan,
     /// New plans, as the topology changes.
     pub plan_updates: Option<watch::Receiver<ReplicationPlan>>,
+    /// The spoke's certificate and the fleet CA, for its own listeners (via
+    /// `server.tls`) and for dialling the hub over `https://`, where the
+    /// certificate is what the hub admits it by.
+    pub tls: Option<Arc<ReloadingTls>>,
 }
 
 /// Why a spoke could not run.
@@ -105,7 +110,7 @@ pub async fn run(
     // Replications get their own token, not the process's: at shutdown they must outlive the
     // serving node long enough to deliver what it acknowledged (see `deliver_pushes`).
     let replicating = CancellationToken::new();
-    let mut running = start_replications(&store, &plan, &me, &replicating).await?;
+    let mut running = start_replications(&store, &plan, config.tls.as_ref(), &me, &replicating).await?;
     tracing::info!(datacentre = %config.datacentre, node = %config.node, hub = %plan.hub_grpc, databases = plan.databases.len(), "spoke replicating");
     ready(
         node.http_addr,
@@ -131,7 +136,7 @@ pub async fn run(
                 tracing::info!(hub = %new_plan.hub_grpc, databases = new_plan.databases.len(), "topology changed: restarting replications");
                 stop_replications(running).await;
                 plan = new_plan;
-                running = start_replications(&store, &plan, &me, &replicating).await?;
+                running = start_replications(&store, &plan, config.tls.as_ref(), &me, &replicating).await?;
             }
         }
     }
@@ -200,6 +205,7 @@ async fn stop_replications(running: Vec<Replication>) {
 async fn start_replications(
     store: &Store,
     plan: &ReplicationPlan,
+    tls: Option<&Arc<ReloadingTls>>,
     me: &str,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Replication>, SpokeError> {
@@ -218,8 +224,8 @@ async fn start_replications(
         url: plan.hub_grpc.clone(),
         reason: e.to_string(),
     };
-    let push_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout).map_err(hub_err)?;
-    let pull_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout).map_err(hub_err)?;
+    let push_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout, tls).map_err(hub_err)?;
+    let pull_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout, tls).map_err(hub_err)?;
     let mut replications = Vec::new();
     for db in &plan.databases {
         let local: Arc<dyn Peer> =

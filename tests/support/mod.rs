@@ -130,11 +130,48 @@ pub fn must_start_spoke(data_dir: &Path, hub_grpc: SocketAddr, datacentre: &str,
     Proc::must_start(args, http, grpc, data_dir)
 }
 
+/// Starts the hub (`datacentre` `None`) or a spoke of `datacentre` from topology file
+/// `topo`, which places it at `at` (http, grpc).
+pub fn must_start_from_topology(
+    topo: &Path,
+    data: &Path,
+    datacentre: Option<&str>,
+    at: (SocketAddr, SocketAddr),
+) -> Proc {
+    let mut args: Vec<String> = match datacentre {
+        None => vec!["hub".into()],
+        Some(dc) => vec!["spoke".into(), "--datacentre".into(), dc.into()],
+    };
+    args.extend([
+        "--topology".into(),
+        topo.display().to_string(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ]);
+    Proc::must_start(args, at.0, at.1, data)
+}
+
 /// A small JSON-over-HTTP client for tests.
 #[derive(Clone, Default)]
 pub struct Http(reqwest::Client);
 
 impl Http {
+    /// A client for `https://` nodes: trusts only the CAs of `ca_pem` (a bundle) and
+    /// presents `identity` (certificate and key PEM) when given.
+    pub fn tls(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Http {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false);
+        for ca in reqwest::Certificate::from_pem_bundle(ca_pem).expect("CA PEM") {
+            b = b.add_root_certificate(ca);
+        }
+        if let Some((cert, key)) = identity {
+            let pem = [cert, key].concat();
+            b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity PEM"));
+        }
+        Http(b.build().expect("reqwest client"))
+    }
+
     pub async fn req(
         &self,
         method: &str,
@@ -158,6 +195,14 @@ impl Http {
                 )
             }
             Err(_) => (0, serde_json::Value::Null),
+        }
+    }
+
+    /// The body of a GET as text ("" on any failure), for `/_metrics`.
+    pub async fn text(&self, url: &str) -> String {
+        match self.0.get(url).timeout(Duration::from_secs(30)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
         }
     }
 

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 pub use identity::{is_valid_label, ClientRole, Identity, UnknownRole};
 pub use material::{ClientAuth, TlsMaterial, TlsPaths};
 pub use reload::{ReloadingTls, CERT_EXPIRY_METRIC, RELOAD_FAILURES_METRIC};
-pub use transport::{peer_identity, server_name, GrpcConnector};
+pub use transport::{grpc_channel, peer_identity, server_name, GrpcConnector};
 
 /// ALPN protocol id of HTTP/2 (gRPC, and HTTP servers that speak it).
 pub const ALPN_H2: &[u8] = b"h2";

@@ -116,3 +116,46 @@ impl tower_service::Service<Uri> for GrpcConnector {
         })
     }
 }
+
+/// A lazily connecting tonic channel to `url`, over TLS when `url` is `https://`.
+///
+/// `https://` needs `tls` (the fleet CA, and the caller's certificate if it has one);
+/// `http://` is plaintext whatever `tls` holds — the topology decides the scheme, so a
+/// fleet with `[tls]` never produces one. `configure` sets timeouts and keep-alive.
+///
+/// ```
+/// # use std::time::Duration;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let err = proto::tls::grpc_channel("https://10.0.0.1:6984", None, |e| e).unwrap_err();
+/// assert!(err.to_string().contains("fleet CA"));
+/// let plain = proto::tls::grpc_channel("http://127.0.0.1:6984", None, |e| {
+///     e.connect_timeout(Duration::from_secs(1))
+/// });
+/// assert!(plain.is_ok());
+/// # }
+/// ```
+pub fn grpc_channel(
+    url: &str,
+    tls: Option<&Arc<ReloadingTls>>,
+    configure: impl FnOnce(tonic::transport::Endpoint) -> tonic::transport::Endpoint,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let bad = |why: String| TlsError::Config(format!("gRPC URL {url:?}: {why}"));
+    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(bad("must start with https:// or http://".into()));
+    };
+    // The connector does the TLS; tonic itself is given the plain scheme.
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{rest}")).map_err(|e| bad(e.to_string()))?;
+    let endpoint = configure(endpoint);
+    match (secure, tls) {
+        (false, _) => Ok(endpoint.connect_lazy()),
+        (true, Some(tls)) => Ok(endpoint.connect_with_connector_lazy(GrpcConnector::new(tls.clone()))),
+        (true, None) => Err(bad(
+            "https needs the fleet CA (a [tls] section or --tls-ca)".into()
+        )),
+    }
+}

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::tls::Identity;
 use proto::v1::replication_server::Replication;
 use proto::v1::{
     Change, ChangesBatch, ChangesRequest, DbInfoRequest, DbInfoResponse, DocRevs, FetchRevsRequest,
@@ -20,11 +21,66 @@ use tonic::{Request, Response, Status};
 
 use super::to_status;
 use crate::node::Shared;
+use crate::transport::Peer;
 
 /// How often an idle continuous changes stream sends an empty batch.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Largest changes batch served.
 const MAX_BATCH: usize = 5000;
+
+/// Who is replicating, as the interceptor established it: the name the hub's
+/// status page shows and the certificate identity behind it (`None` on a
+/// plaintext loopback fleet, where the caller's own `peer` field is trusted).
+#[derive(Clone, Debug)]
+pub(crate) struct Replicator {
+    identity: Option<Identity>,
+    name: Option<String>,
+}
+
+impl Replicator {
+    /// The name to show: the certificate's, else what the caller says it is.
+    fn name(&self, claimed: &str) -> String {
+        self.name.clone().unwrap_or_else(|| claimed.to_owned())
+    }
+}
+
+/// Admits a Replication call: with TLS the caller's certificate must name a
+/// spoke of the current topology or a replicator/admin client.
+pub(crate) fn admit(shared: &Shared, mut req: Request<()>) -> Result<Request<()>, Status> {
+    if !shared.transport.is_tls() {
+        req.extensions_mut().insert(Replicator {
+            identity: None,
+            name: None,
+        });
+        return Ok(req);
+    }
+    let identity = req
+        .extensions()
+        .get::<Peer>()
+        .and_then(|p| p.identity.clone())
+        .ok_or_else(|| {
+            Status::unauthenticated("replication needs a client certificate issued by the fleet CA")
+        })?;
+    let name = shared.fleet.admit(&identity).map_err(|reason| {
+        tracing::warn!(identity = %identity.to_uri(), %reason, "replication refused");
+        Status::permission_denied(reason)
+    })?;
+    req.extensions_mut().insert(Replicator {
+        identity: Some(identity),
+        name: Some(name),
+    });
+    Ok(req)
+}
+
+fn replicator<T>(req: &Request<T>) -> Replicator {
+    req.extensions()
+        .get::<Replicator>()
+        .cloned()
+        .unwrap_or(Replicator {
+            identity: None,
+            name: None,
+        })
+}
 
 pub(crate) struct ReplicationService {
     shared: Arc<Shared>,
@@ -124,7 +180,18 @@ impl Replication for ReplicationService {
     type ChangesStream = ChangesStream;
 
     async fn changes(&self, req: Request<ChangesRequest>) -> Result<Response<ChangesStream>, Status> {
-        let req = req.into_inner();
+        let caller = replicator(&req);
+        let mut req = req.into_inner();
+        // A spoke's certificate names it; claiming another spoke's name is refused.
+        if let (Some(Identity::Spoke { .. }), Some(name)) = (&caller.identity, &caller.name) {
+            if !req.peer.is_empty() && &req.peer != name {
+                return Err(Status::permission_denied(format!(
+                    "the certificate names {name}, but the caller says it is {}",
+                    req.peer
+                )));
+            }
+        }
+        req.peer = caller.name(&req.peer);
         let db = self.db_at(&req.db, &req.incarnation)?;
         let batch = (req.batch_size as usize).clamp(1, MAX_BATCH);
         if req.since > db.update_seq() {
@@ -140,7 +207,7 @@ impl Replication for ReplicationService {
         let (tx, rx) = mpsc::channel(4);
         let shutdown = self.shared.shutdown.clone();
         let fleet = self.shared.fleet.clone();
-        fleet.stream_opened(&req.peer);
+        fleet.stream_opened(&req.peer, caller.identity.as_ref());
         // Closes the stream in the fleet view however the task ends.
         struct Closed(Arc<crate::fleet::Fleet>, String);
         impl Drop for Closed {
@@ -206,6 +273,13 @@ impl Replication for ReplicationService {
                             break;
                         }
                         _ = tokio::time::sleep(HEARTBEAT) => {
+                            // A spoke the topology has dropped since it connected is cut
+                            // off here, within a heartbeat of the reload.
+                            if let Some(Err(reason)) = caller.identity.as_ref().map(|id| fleet.admit(id)) {
+                                tracing::warn!(peer = %req.peer, %reason, "replication stream ended: no longer admitted");
+                                let _ = tx.send(Err(Status::permission_denied(reason))).await;
+                                return;
+                            }
                             fleet.pulled(&req.peer, &req.db, since, db.update_seq());
                             let hb = ChangesBatch { changes: Vec::new(), last_seq: since, update_seq: db.update_seq() };
                             if tx.send(Ok(hb)).await.is_err() { return; }
@@ -284,10 +358,11 @@ impl Replication for ReplicationService {
         &self,
         req: Request<WriteRevsRequest>,
     ) -> Result<Response<WriteRevsResponse>, Status> {
+        let caller = replicator(&req);
         let req = req.into_inner();
         self.check_count(req.revisions.len())?;
         let db = self.db(&req.db)?;
-        self.shared.fleet.pushed(&req.peer);
+        self.shared.fleet.pushed(&caller.name(&req.peer));
         let mut errors = Vec::new();
         let mut docs = Vec::with_capacity(req.revisions.len());
         for r in req.revisions {

@@ -21,6 +21,8 @@ struct SpokeRow {
     node: String,
     expected: bool,
     connected: bool,
+    /// The certificate identity it authenticated with (`None`: plaintext fleet).
+    identity: Option<String>,
     last_contact_secs_ago: Option<f64>,
     last_push_secs_ago: Option<f64>,
     seq_lag: u64,
@@ -90,6 +92,7 @@ fn status(shared: &Shared) -> Status {
             node: node.to_owned(),
             expected,
             connected,
+            identity: p.identity.clone(),
             last_contact_secs_ago: ago(p.last_contact_ms),
             last_push_secs_ago: ago(p.last_push_ms),
             seq_lag,
@@ -173,8 +176,9 @@ pub(crate) fn html(shared: &Shared) -> Response<Body> {
                 (false, false) => ("down", "gone (not in topology)"),
             };
             rows.push_str(&format!(
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td class=\"state\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>\n",
+                "<tr class=\"{class}\"><td>{}</td><td title=\"{}\">{}</td><td class=\"state\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} s</td></tr>\n",
                 if i == 0 { esc(&dc.name) } else { String::new() },
+                esc(sp.identity.as_deref().unwrap_or("not authenticated (plaintext fleet)")),
                 esc(&sp.node),
                 secs(sp.last_contact_secs_ago),
                 secs(sp.last_push_secs_ago),

@@ -29,9 +29,13 @@ use crate::node::Shared;
 pub(crate) use body::Body;
 use router::Endpoint;
 
+/// The HTTP API speaks HTTP/1.1, as CouchDB does; ALPN must not offer h2.
+const HTTP_ALPN: &[&[u8]] = &[proto::tls::ALPN_HTTP11];
+
 /// Accepts connections until shutdown, then waits (bounded) for in-flight requests.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let limits = &shared.config.limits;
+    let header_timeout = limits.header_timeout;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -51,20 +55,28 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         let shared2 = shared.clone();
-        let service = service_fn(move |req| {
-            let shared = shared2.clone();
-            async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // The handshake runs here, not in the accept loop: a client that never
+            // finishes it holds up only its own connection (and its permit, until the
+            // handshake timeout).
+            let conn = match shared2.transport.secure(stream, peer, HTTP_ALPN).await {
+                Ok(c) => c,
+                Err(e) => return crate::transport::handshake_failed("http", peer, &e),
+            };
+            let caller = conn.peer().clone();
+            let service = service_fn(move |mut req: Request<Incoming>| {
+                let shared = shared2.clone();
+                req.extensions_mut().insert(caller.clone());
+                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+            });
+            let http = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(conn), service);
+            if let Err(e) = watcher.watch(http).await {
                 tracing::debug!(%peer, error = %e, "connection ended with error");
             }
             drop(permit);
