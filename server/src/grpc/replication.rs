@@ -38,9 +38,18 @@ pub(crate) struct Replicator {
 }
 
 impl Replicator {
-    /// The name to show: the certificate's, else what the caller says it is.
-    fn name(&self, claimed: &str) -> String {
-        self.name.clone().unwrap_or_else(|| claimed.to_owned())
+    /// The name to show: the certificate's, else what the caller says it is. A
+    /// spoke claiming another spoke's name is refused.
+    fn name(&self, claimed: &str) -> Result<String, Status> {
+        match (&self.identity, &self.name) {
+            (Some(Identity::Spoke { .. }), Some(name)) if !claimed.is_empty() && claimed != name => {
+                Err(Status::permission_denied(format!(
+                    "the certificate names {name}, but the caller says it is {claimed}"
+                )))
+            }
+            (_, Some(name)) => Ok(name.clone()),
+            (_, None) => Ok(claimed.to_owned()),
+        }
     }
 }
 
@@ -182,16 +191,7 @@ impl Replication for ReplicationService {
     async fn changes(&self, req: Request<ChangesRequest>) -> Result<Response<ChangesStream>, Status> {
         let caller = replicator(&req);
         let mut req = req.into_inner();
-        // A spoke's certificate names it; claiming another spoke's name is refused.
-        if let (Some(Identity::Spoke { .. }), Some(name)) = (&caller.identity, &caller.name) {
-            if !req.peer.is_empty() && &req.peer != name {
-                return Err(Status::permission_denied(format!(
-                    "the certificate names {name}, but the caller says it is {}",
-                    req.peer
-                )));
-            }
-        }
-        req.peer = caller.name(&req.peer);
+        req.peer = caller.name(&req.peer)?;
         let db = self.db_at(&req.db, &req.incarnation)?;
         let batch = (req.batch_size as usize).clamp(1, MAX_BATCH);
         if req.since > db.update_seq() {
@@ -362,7 +362,7 @@ impl Replication for ReplicationService {
         let req = req.into_inner();
         self.check_count(req.revisions.len())?;
         let db = self.db(&req.db)?;
-        self.shared.fleet.pushed(&caller.name(&req.peer));
+        self.shared.fleet.pushed(&caller.name(&req.peer)?);
         let mut errors = Vec::new();
         let mut docs = Vec::with_capacity(req.revisions.len());
         for r in req.revisions {
