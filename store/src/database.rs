@@ -333,6 +333,7 @@ impl Database {
         self.submit(
             edits,
             |e| {
+                self.inner.space.check(e.deleted)?;
                 self.check_size(&e.body)?;
                 let leaf = self.leaf_data(e.deleted, &e.body)?;
                 Ok(EditReq {
@@ -353,6 +354,7 @@ impl Database {
         self.submit(
             docs,
             |d| {
+                self.inner.space.check(d.deleted)?;
                 self.check_size(&d.body)?;
                 check_path(&d.path)?;
                 let leaf = self.leaf_data(d.deleted, &d.body)?;
@@ -406,7 +408,13 @@ impl Database {
                 Ok(_) => {}
                 // The whole batch failed, not one document: the caller must not
                 // count it as refusals and go on (a dropped database stays dropped).
-                Err(e @ (Error::Closed | Error::Engine(_) | Error::DbNotFound { .. })) => return Err(e),
+                // A full disk refuses the batch too: it is retried, not skipped.
+                Err(
+                    e @ (Error::Closed
+                    | Error::Engine(_)
+                    | Error::DbNotFound { .. }
+                    | Error::InsufficientStorage { .. }),
+                ) => return Err(e),
                 Err(error) => failures.push(MergeFailure { id, rev, error }),
             }
         }
@@ -752,6 +760,7 @@ impl Database {
     /// Writes a `_local` document; `rev` must be its current revision number
     /// (0 when creating). Returns the new revision number.
     pub async fn put_local(&self, id: &LocalId, rev: u64, body: Vec<u8>) -> Result<u64> {
+        self.inner.space.check(false)?;
         self.check_size(&body)?;
         let (db, id) = (self.state.clone(), id.clone());
         self.inner

@@ -115,11 +115,29 @@ pub enum Error {
     /// The store is shutting down and takes no more writes.
     #[error("the store is closed")]
     Closed,
+    /// The data directory's disk is (nearly) full: the write was refused before it
+    /// reached the engine, and writes resume by themselves once space returns.
+    #[error(
+        "the node's disk is nearly full: {} MiB free, writes need {} MiB; they resume when space returns",
+        free >> 20,
+        reserve >> 20
+    )]
+    InsufficientStorage {
+        /// Free bytes at the last sample.
+        free: u64,
+        /// Free bytes this write needs.
+        reserve: u64,
+    },
 }
 
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Error {
-        Error::Engine(e.into_string())
+        let text = e.into_string();
+        // Past the reserve anyway (a burst between samples): say what it is.
+        if text.contains("No space left on device") {
+            return Error::InsufficientStorage { free: 0, reserve: 0 };
+        }
+        Error::Engine(text)
     }
 }
 

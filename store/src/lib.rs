@@ -18,6 +18,7 @@
 //! - `document`: JSON in (special members) and out (rendering);
 //! - `changes`: the changes feed and subscriptions;
 //! - `sweeper`, `compaction`: background reclamation;
+//! - `space`: the free-space reserve that refuses writes before the disk is full;
 //! - `keys`, `records`, `engine`: the on-disk layout (private).
 #![deny(missing_docs)]
 
@@ -34,6 +35,7 @@ mod options;
 mod records;
 mod rev;
 mod rev_tree;
+mod space;
 pub mod store;
 mod sweeper;
 mod writer;

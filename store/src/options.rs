@@ -67,6 +67,9 @@ pub struct StoreOptions {
     pub cache_bytes: usize,
     /// The clock deciding expiry.
     pub clock: Clock,
+    /// Free bytes the data directory's filesystem must keep: writes are refused
+    /// (deletions only under half of it) rather than fill the disk. 0 disables it.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -78,6 +81,7 @@ impl Default for StoreOptions {
             sweep_interval: Some(Duration::from_secs(60)),
             cache_bytes: 256 << 20,
             clock: Clock::system(),
+            min_free_bytes: 64 << 20,
         }
     }
 }

@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     dbs: RwLock<HashMap<String, Arc<DbState>>>,
     pub tx: mpsc::Sender<Command>,
     write_opts: WriteOptions,
+    /// Free space on the data directory, checked before every write.
+    pub space: Arc<crate::space::Space>,
 }
 
 impl Inner {
@@ -167,7 +169,9 @@ impl Store {
         };
         let (dbs, next_id) = load_catalogue(&db, meta)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let space = crate::space::Space::watch(&path, opts.min_free_bytes);
         let inner = Arc::new(Inner {
+            space,
             db,
             path,
             write_opts: writer::write_options(opts.durability),
@@ -227,6 +231,7 @@ impl Store {
 
     /// Creates a database.
     pub async fn create_db(&self, name: &DbName, opts: DbOptions) -> Result<()> {
+        self.inner.space.check(false)?;
         let name = name.clone();
         self.inner
             .call(|reply| Command::CreateDb { name, opts, reply })
