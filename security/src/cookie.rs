@@ -90,6 +90,17 @@ impl CookieAuthority {
         mac
     }
 
+    /// The raw HMAC of `data` under this secret (node tokens use it with a label of
+    /// their own).
+    pub(crate) fn tag(&self, data: &[u8]) -> Vec<u8> {
+        self.mac(data).finalize().into_bytes().to_vec()
+    }
+
+    /// Whether `tag` is the HMAC of `data`, compared in constant time.
+    pub(crate) fn verify_tag(&self, data: &[u8], tag: &[u8]) -> bool {
+        self.mac(data).verify_slice(tag).is_ok()
+    }
+
     /// The cookie value for `user` issued at `now` (seconds since the Unix epoch).
     pub fn issue(&self, user: &str, now: u64) -> Result<String, CookieError> {
         if user.is_empty() || user.contains(':') {

@@ -3,7 +3,7 @@
 //! Owns: certificate minting for `sessionfleet certs` ([`mint`]); the secrets file with
 //! users' password hashes, hashed bearer tokens and the cookie secret, and verifying
 //! passwords and tokens against it ([`secrets`]); CouchDB-style `AuthSession` cookies
-//! ([`cookie`]); slowing down repeated failed logins ([`throttle`]); roles, principals
+//! ([`cookie`]); composing new secrets files ([`compose`]); node tokens for fleets without TLS ([`node_token`]); slowing down repeated failed logins ([`throttle`]); roles, principals
 //! and which role grants which ([`role`]). Credential files are written with their final
 //! modes by [`files`].
 //!
@@ -19,9 +19,11 @@
 //! output, logs or error messages of this crate.
 #![deny(missing_docs)]
 
+pub mod compose;
 pub mod cookie;
 pub mod files;
 pub mod mint;
+pub mod node_token;
 pub mod role;
 pub mod secrets;
 pub mod throttle;
