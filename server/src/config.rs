@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use proto::tls::ReloadingTls;
 
+use crate::auth::Authenticator;
+
 /// Bounds on every input a client can send.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -53,6 +55,9 @@ pub struct ServerConfig {
     /// The node's certificate, key and the fleet CA: both listeners speak TLS
     /// with it (and follow its rotation). `None`: plaintext, for loopback only.
     pub tls: Option<Arc<ReloadingTls>>,
+    /// Who may do what. `None` serves everyone as admin: only for a node embedded in
+    /// a test or a tool; the `sessionfleet` binary always gives one.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 impl ServerConfig {
@@ -65,6 +70,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             node_name: "sessionfleet".into(),
             tls: None,
+            auth: None,
         }
     }
 }

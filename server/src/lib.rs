@@ -6,6 +6,8 @@
 //!
 //! Layout:
 //! - [`config`]: listen addresses and input bounds;
+//! - [`auth`]: credentials to principals, and the roles endpoints need (the
+//!   secrets, tokens and roles themselves are the `security` crate's);
 //! - [`node`]: starting and stopping a serving node;
 //! - `http`: the CouchDB API — `router` parses a request into an `Endpoint`,
 //!   then one module per resource handles it (`server_info`, `db`, `doc`,
@@ -18,6 +20,7 @@
 //!   (address, certificate identity) handlers see;
 //! - `metrics`: the Prometheus recorder behind `GET /_metrics`.
 
+pub mod auth;
 pub mod config;
 pub mod fleet;
 mod grpc;
@@ -27,5 +30,6 @@ pub mod node;
 mod replications;
 pub mod transport;
 
+pub use auth::Authenticator;
 pub use config::{Limits, ServerConfig};
 pub use node::{Node, NodeHandle};

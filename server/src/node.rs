@@ -73,7 +73,11 @@ impl Node {
         let grpc_addr = local(&grpc_listener, config.grpc_addr)?;
         crate::metrics::handle();
         let shutdown = CancellationToken::new();
-        let replications = Arc::new(Replications::new(store.clone(), shutdown.clone()));
+        let replications = Arc::new(Replications::new(
+            store.clone(),
+            config.tls.clone(),
+            shutdown.clone(),
+        ));
         let fleet = Arc::new(Fleet::default());
         let transport = Arc::new(Transport::new(config.tls.clone(), config.limits.header_timeout));
         let shared = Arc::new(Shared {

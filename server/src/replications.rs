@@ -65,23 +65,32 @@ struct Job {
 /// The replications this node runs.
 pub(crate) struct Replications {
     store: Store,
+    /// The node's TLS material: `https://` peers are verified against its CA and
+    /// shown its certificate.
+    tls: Option<Arc<proto::tls::ReloadingTls>>,
     shutdown: CancellationToken,
     jobs: Mutex<HashMap<String, Job>>,
 }
 
 fn job_key(r: &ReplicateRequest) -> String {
+    // Credentials in URLs never reach labels (shown in `_active_tasks`, logs, metrics).
     format!(
         "{} -> {}{}",
-        r.source.as_str(),
-        r.target.as_str(),
+        replicator::redact_url(r.source.as_str()),
+        replicator::redact_url(r.target.as_str()),
         if r.continuous { " (continuous)" } else { "" }
     )
 }
 
 impl Replications {
-    pub fn new(store: Store, shutdown: CancellationToken) -> Replications {
+    pub fn new(
+        store: Store,
+        tls: Option<Arc<proto::tls::ReloadingTls>>,
+        shutdown: CancellationToken,
+    ) -> Replications {
         Replications {
             store,
+            tls,
             shutdown,
             jobs: Mutex::new(HashMap::new()),
         }
@@ -90,7 +99,7 @@ impl Replications {
     fn peer(&self, endpoint: &Endpoint, create: bool) -> Result<Arc<dyn Peer>, ReplicateError> {
         let s = endpoint.as_str();
         if s.starts_with("http://") || s.starts_with("https://") {
-            return Ok(Arc::new(HttpPeer::new(s)?));
+            return Ok(Arc::new(HttpPeer::with_tls(s, self.tls.as_ref())?));
         }
         let name = DbName::new(s).map_err(|e| ReplicateError::Invalid(e.to_string()))?;
         if !create && self.store.db(&name).is_err() {

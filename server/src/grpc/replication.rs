@@ -19,9 +19,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::to_status;
+use super::{to_status, Caller};
+use crate::auth::{check, Need};
 use crate::node::Shared;
-use crate::transport::Peer;
+use security::Role;
 
 /// How often an idle continuous changes stream sends an empty batch.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -31,7 +32,7 @@ const MAX_BATCH: usize = 5000;
 /// Who is replicating, as the interceptor established it: the name the hub's
 /// status page shows and the certificate identity behind it (`None` on a
 /// plaintext loopback fleet, where the caller's own `peer` field is trusted).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Replicator {
     identity: Option<Identity>,
     name: Option<String>,
@@ -53,23 +54,29 @@ impl Replicator {
     }
 }
 
-/// Admits a Replication call: with TLS the caller's certificate must name a
-/// spoke of the current topology or a replicator/admin client.
+/// Admits a Replication call. The caller's certificate (or, without TLS, its node
+/// token) must name a spoke of the current topology or a replicator/admin client; a
+/// replicator or admin bearer token also admits. A plaintext node without
+/// authentication (embedded in tests) admits everyone.
 pub(crate) fn admit(shared: &Shared, mut req: Request<()>) -> Result<Request<()>, Status> {
-    if !shared.transport.is_tls() {
-        req.extensions_mut().insert(Replicator {
-            identity: None,
-            name: None,
-        });
-        return Ok(req);
-    }
-    let identity = req
-        .extensions()
-        .get::<Peer>()
-        .and_then(|p| p.identity.clone())
-        .ok_or_else(|| {
-            Status::unauthenticated("replication needs a client certificate issued by the fleet CA")
-        })?;
+    let identity = match super::caller(shared, &req)? {
+        Caller::Identity(identity) => identity,
+        Caller::Token(p) => {
+            check(Some(&p), Need::Role(Role::Replicator), || "Replication".into())?;
+            req.extensions_mut().insert(Replicator {
+                identity: None,
+                name: Some(format!("token/{}", p.name)),
+            });
+            return Ok(req);
+        }
+        Caller::Anonymous if shared.config.auth.is_none() && !shared.transport.is_tls() => {
+            req.extensions_mut().insert(Replicator::default());
+            return Ok(req);
+        }
+        Caller::Anonymous => return Err(Status::unauthenticated(
+            "replication needs a client certificate issued by the fleet CA, or a node or replicator token",
+        )),
+    };
     let name = shared.fleet.admit(&identity).map_err(|reason| {
         tracing::warn!(identity = %identity.to_uri(), %reason, "replication refused");
         Status::permission_denied(reason)
@@ -82,13 +89,7 @@ pub(crate) fn admit(shared: &Shared, mut req: Request<()>) -> Result<Request<()>
 }
 
 fn replicator<T>(req: &Request<T>) -> Replicator {
-    req.extensions()
-        .get::<Replicator>()
-        .cloned()
-        .unwrap_or(Replicator {
-            identity: None,
-            name: None,
-        })
+    req.extensions().get::<Replicator>().cloned().unwrap_or_default()
 }
 
 pub(crate) struct ReplicationService {

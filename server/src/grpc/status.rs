@@ -10,7 +10,7 @@ pub(crate) fn to_status(e: store::Error) -> Status {
         | E::InvalidRev { .. }
         | E::InvalidRevisions { .. }
         | E::InvalidDocument { .. } => Code::InvalidArgument,
-        E::DocumentTooLarge { .. } => Code::ResourceExhausted,
+        E::DocumentTooLarge { .. } | E::InsufficientStorage { .. } => Code::ResourceExhausted,
         E::DbNotFound { .. } | E::NotFound { .. } => Code::NotFound,
         E::DbExists { .. } => Code::AlreadyExists,
         E::SinceAhead { .. } => Code::OutOfRange,

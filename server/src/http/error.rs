@@ -41,6 +41,16 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", reason)
     }
 
+    /// 401: no credentials, or wrong ones. Answered with `WWW-Authenticate`.
+    pub fn unauthorized(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", reason)
+    }
+
+    /// 403: authenticated, but without the role the endpoint needs.
+    pub fn forbidden(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason)
+    }
+
     pub fn method_not_allowed(allowed: &str) -> ApiError {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -61,13 +71,21 @@ impl ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = self.error, reason = %self.reason, "request failed");
         }
-        json(
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut r = json(
             self.status,
             &ErrorBody {
                 error: self.error,
                 reason: &self.reason,
             },
-        )
+        );
+        if unauthorized {
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"sessionfleet\""),
+            );
+        }
+        r
     }
 
     /// The `{"error","reason"}` pair for per-document results in bulk answers.
@@ -114,6 +132,9 @@ impl From<store::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", "Document update conflict.")
             }
             E::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", reason),
+            E::InsufficientStorage { .. } => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", reason)
+            }
             E::Locked { .. } | E::UnsupportedFormat { .. } | E::Corrupt { .. } | E::Engine(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_server_error", reason)
             }

@@ -1,5 +1,6 @@
 //! The CouchDB-compatible HTTP API.
 
+mod auth;
 mod body;
 mod bulk;
 mod changes;
@@ -92,14 +93,38 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Refuses a caller without the role `endpoint` needs (nothing to check when the
+/// node has no authenticator).
+async fn authorize(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    req: &Request<Incoming>,
+) -> Result<(), error::ApiError> {
+    if shared.config.auth.is_none() {
+        return Ok(());
+    }
+    let need = endpoint.needs(req.method());
+    if need == crate::auth::Need::Anyone {
+        return Ok(());
+    }
+    let principal = auth::principal(shared, req).await?;
+    crate::auth::check(principal.as_ref(), need, || {
+        format!("{} {}", req.method(), endpoint.label())
+    })?;
+    Ok(())
+}
+
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let endpoint = Endpoint::parse(req.method(), req.uri());
     let label = endpoint.as_ref().map_or("unknown", Endpoint::label);
     let method = req.method().clone();
     let response = match endpoint {
-        Ok(e) => match e.handle(shared, req).await {
-            Ok(r) => r,
+        Ok(e) => match authorize(shared, &e, &req).await {
+            Ok(()) => match e.handle(shared, req).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            },
             Err(e) => e.into_response(),
         },
         Err(e) => e.into_response(),

@@ -15,6 +15,15 @@ impl From<ReplicateError> for ApiError {
         match e {
             ReplicateError::Invalid(r) => ApiError::bad_request(r),
             ReplicateError::NotFound(r) => ApiError::not_found(r),
+            // As CouchDB: a peer refusing the credentials in the request's URLs.
+            ReplicateError::Peer(e) if e.is_auth_refusal() => {
+                if matches!(&e, replicator::PeerError::Refused { status, .. } if status.starts_with("403") || status == "PermissionDenied")
+                {
+                    ApiError::forbidden(e.to_string())
+                } else {
+                    ApiError::unauthorized(e.to_string())
+                }
+            }
             ReplicateError::Peer(e) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "replication_failed",

@@ -8,7 +8,9 @@ use super::body::Body;
 use super::error::ApiError;
 use super::query::Query;
 use super::{bulk, changes, db, doc, fleet, local, replicate, server_info};
+use crate::auth::Need;
 use crate::node::Shared;
+use security::Role;
 
 /// Every HTTP endpoint the node serves, with what the path names.
 #[derive(Debug)]
@@ -61,6 +63,39 @@ impl Endpoint {
             Endpoint::RevsLimit { .. } => "revs_limit",
             Endpoint::Local { .. } => "local",
             Endpoint::Doc { .. } => "doc",
+        }
+    }
+
+    /// What the caller must hold. Session documents are the app's; what replicators
+    /// read and write (changes, bulk, revs_diff, checkpoints) the replicator's;
+    /// databases, `_replicate`, compaction, options and the `_replicator`/`_users`
+    /// databases the admin's; the node's figures ops'.
+    pub fn needs(&self, method: &Method) -> Need {
+        use Endpoint as E;
+        let read = *method == Method::GET || *method == Method::HEAD;
+        let on = |db: &str, role: Role| {
+            if db == "_replicator" || db == "_users" {
+                Need::Role(Role::Admin)
+            } else {
+                Need::Role(role)
+            }
+        };
+        match self {
+            E::Welcome | E::Up | E::Session => Need::Anyone,
+            E::AllDbs | E::ActiveTasks | E::Metrics | E::Fleet | E::FleetStatus => Need::Role(Role::Ops),
+            E::Replicate | E::Compact { .. } => Need::Role(Role::Admin),
+            E::Db { db, .. } if read => on(db, Role::App),
+            E::Db { .. } => Need::Role(Role::Admin),
+            E::RevsLimit { db } if read => on(db, Role::Replicator),
+            E::RevsLimit { .. } => Need::Role(Role::Admin),
+            E::DbPost { db, .. } | E::Doc { db, .. } => on(db, Role::App),
+            E::AllDocs { db, .. }
+            | E::Changes { db, .. }
+            | E::BulkDocs { db }
+            | E::BulkGet { db, .. }
+            | E::RevsDiff { db }
+            | E::EnsureFullCommit { db }
+            | E::Local { db, .. } => on(db, Role::Replicator),
         }
     }
 
@@ -147,9 +182,7 @@ impl Endpoint {
             Endpoint::AllDbs => {
                 only(&method, &[Method::GET, Method::HEAD]).map(|_| server_info::all_dbs(shared))
             }
-            Endpoint::Session => Err(ApiError::not_found(
-                "authentication is not enabled on this node; use no credentials",
-            )),
+            Endpoint::Session => super::auth::session(shared, req).await,
             Endpoint::ActiveTasks => {
                 only(&method, &[Method::GET, Method::HEAD]).map(|_| server_info::active_tasks(shared))
             }
