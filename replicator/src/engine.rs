@@ -146,7 +146,9 @@ async fn run(
                 tracing::warn!(replication = %spec.label, error = %e, failures, "replication failed; retrying");
                 metrics::counter!("replication_errors_total", "replication" => spec.label.clone())
                     .increment(1);
-                if !spec.continuous && failures >= ONE_SHOT_ATTEMPTS {
+                // A one-shot run gives up after a few attempts, at once when the peer
+                // refuses its credentials; a continuous one waits for them to change.
+                if !spec.continuous && (failures >= ONE_SHOT_ATTEMPTS || e.is_auth_refusal()) {
                     status.set_state(ReplicationState::Failed, Some(e.to_string()));
                     return Err(e);
                 }

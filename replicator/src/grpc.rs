@@ -38,6 +38,8 @@ pub struct GrpcPeer {
     /// has been recreated since.
     incarnation: std::sync::Mutex<String>,
     call_timeout: Duration,
+    /// `Bearer <token>`, sent with every call (never logged).
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl GrpcPeer {
@@ -80,6 +82,7 @@ impl GrpcPeer {
             create_opts: Default::default(),
             incarnation: std::sync::Mutex::new(String::new()),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            authorization: None,
         }
     }
 
@@ -109,9 +112,32 @@ impl GrpcPeer {
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
+        let mut r = self.authorized(msg);
         r.set_timeout(self.call_timeout);
         r
+    }
+
+    /// A request carrying the bearer credential, if any.
+    fn authorized<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(v) = &self.authorization {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        r
+    }
+
+    /// Sends `token` as `authorization: Bearer <token>` with every call: how a node
+    /// without a certificate (a loopback fleet) or a token-holding tool proves who
+    /// it is. A token that cannot be sent as metadata is an error.
+    pub fn with_bearer(mut self, token: &str) -> Result<GrpcPeer, PeerError> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| PeerError::Protocol {
+                peer: self.url.clone(),
+                reason: "the bearer token is not printable ASCII".into(),
+            })?;
+        self.authorization = Some(value);
+        Ok(self)
     }
 
     /// Options for the database if this peer has to create it (push target).
@@ -260,14 +286,14 @@ impl Peer for GrpcPeer {
         let mut guard = self.stream.lock().await;
         // Reuse the open stream if it is where we are; otherwise open one here.
         if !matches!(&*guard, Some((at, _)) if *at == since_n) || wait.is_none() {
-            let req = ChangesRequest {
+            let req = self.authorized(ChangesRequest {
                 db: self.db.clone(),
                 since: since_n,
                 batch_size: limit.min(u32::MAX as usize) as u32,
                 continuous: wait.is_some(),
                 peer: self.me.clone(),
                 incarnation: self.incarnation(),
-            };
+            });
             // No grpc-timeout on a stream meant to stay open; the opening and
             // every message are bounded here instead.
             let stream = self

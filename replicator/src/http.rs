@@ -25,9 +25,52 @@ const MAX_DOC: usize = 8 << 20;
 /// Time allowed for one request, beyond any long-poll wait.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `url` with any password replaced by `*****`, as CouchDB shows replication
+/// endpoints: what logs, errors and `_active_tasks` may carry.
+///
+/// ```
+/// assert_eq!(
+///     replicator::redact_url("http://admin:s3cret@couch:5984/db"),
+///     "http://admin:*****@couch:5984/db"
+/// );
+/// assert_eq!(replicator::redact_url("local-db"), "local-db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:*****@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A client config that trusts nobody: plain `http://` peers never use it.
+fn no_tls() -> std::sync::Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
+                .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"));
+            std::sync::Arc::new(config)
+        })
+        .clone()
+}
+
 /// A database on a CouchDB-compatible server, e.g. `http://couchdb-b:5984/demo-db`.
 pub struct HttpPeer {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Server root, without trailing slash and without credentials.
     root: String,
     /// The database, percent-encoded for paths.
@@ -36,15 +79,34 @@ pub struct HttpPeer {
 }
 
 impl HttpPeer {
-    /// Parses `http://[user:pass@]host:port/db`. Only plain HTTP is supported here.
+    /// Parses `http://[user:pass@]host:port/db` (plain HTTP).
     pub fn new(url: &str) -> Result<HttpPeer, PeerError> {
+        HttpPeer::with_tls(url, None)
+    }
+
+    /// Parses `http[s]://[user:pass@]host:port/db`. Over `https://` the server is
+    /// verified against `tls`'s CA bundle and `tls`'s certificate, if any, is presented
+    /// (how one fleet node replicates with another's HTTP API); without `tls`,
+    /// `https://` is refused. The TLS material is taken when the peer is made.
+    pub fn with_tls(
+        url: &str,
+        tls: Option<&std::sync::Arc<proto::tls::ReloadingTls>>,
+    ) -> Result<HttpPeer, PeerError> {
         let bad = |reason: &str| PeerError::Protocol {
-            peer: url.into(),
+            peer: redact_url(url),
             reason: reason.into(),
         };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| bad("only http:// URLs are supported"))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .filter(|(s, _)| *s == "http" || *s == "https")
+            .ok_or_else(|| bad("only http:// and https:// URLs are supported"))?;
+        let tls_config = match (scheme, tls) {
+            ("https", Some(tls)) => tls
+                .current_client(&[proto::tls::ALPN_HTTP11])
+                .map_err(|e| bad(&format!("TLS: {e}")))?,
+            ("https", None) => return Err(bad("https:// needs the node's TLS material (a [tls] section)")),
+            _ => no_tls(),
+        };
         let (authority, path) = rest
             .split_once('/')
             .ok_or_else(|| bad("the URL must name a database"))?;
@@ -54,21 +116,31 @@ impl HttpPeer {
         }
         let (auth, host) = match authority.rsplit_once('@') {
             Some((userinfo, host)) => {
-                let token = base64_encode(userinfo.as_bytes());
+                // Reserved characters of a password travel percent-encoded in URLs.
+                let decoded: Vec<u8> = percent_encoding::percent_decode_str(userinfo).collect();
+                let token = base64_encode(&decoded);
                 (HeaderValue::from_str(&format!("Basic {token}")).ok(), host)
             }
             None => (None, authority),
         };
+        // hyper-rustls sets ALPN itself (http/1.1 only here) and insists on an empty list.
+        let mut tls_config = (*tls_config).clone();
+        tls_config.alpn_protocols.clear();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .build();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build_http();
+            .build(connector);
         // A database name may contain '/': it travels percent-encoded.
         let decoded = percent_encoding::percent_decode_str(db)
             .decode_utf8_lossy()
             .into_owned();
         Ok(HttpPeer {
             client,
-            root: format!("http://{host}"),
+            root: format!("{scheme}://{host}"),
             db_path: utf8_percent_encode(&decoded, NON_ALPHANUMERIC).to_string(),
             auth,
         })
@@ -512,9 +584,25 @@ mod tests {
         assert_eq!(p.root, "http://127.0.0.1:5984");
         assert_eq!(p.db_path, "demo%2Ddb");
         assert_eq!(p.auth.unwrap().to_str().unwrap(), "Basic YWRtaW46c2VjcmV0");
-        assert!(HttpPeer::new("https://x/db").is_err());
+        assert!(
+            HttpPeer::new("https://x/db").is_err(),
+            "https without TLS material"
+        );
+        assert!(HttpPeer::new("ftp://x/db").is_err());
         assert!(HttpPeer::new("http://x:1").is_err());
         assert!(HttpPeer::new("http://x:1/").is_err());
+        // A percent-encoded password is sent decoded; errors never show it.
+        let p = HttpPeer::new("http://admin:p%40ss@127.0.0.1:5984/db").unwrap();
+        assert_eq!(
+            p.auth.unwrap().to_str().unwrap(),
+            format!("Basic {}", base64_encode(b"admin:p@ss"))
+        );
+        let e = HttpPeer::new("ftp://admin:hunter2@x/db")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert_eq!(redact_url("http://u@h/db"), "http://u:*****@h/db");
         assert_eq!(base64_encode(b"a"), "YQ==");
         assert_eq!(base64_encode(b"ab"), "YWI=");
     }

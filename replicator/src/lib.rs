@@ -27,7 +27,7 @@ pub mod status;
 pub use checkpoint::replication_id;
 pub use engine::{Replication, ReplicationSpec};
 pub use grpc::GrpcPeer;
-pub use http::HttpPeer;
+pub use http::{redact_url, HttpPeer};
 pub use local::LocalPeer;
 pub use peer::{Fetched, Peer, PeerError, Seq};
 pub use status::{ReplicationState, ReplicationStatus};

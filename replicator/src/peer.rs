@@ -166,6 +166,16 @@ pub enum PeerError {
     Store(#[from] store::Error),
 }
 
+impl PeerError {
+    /// Whether the peer refused our credentials (HTTP 401/403, gRPC
+    /// `UNAUTHENTICATED`/`PERMISSION_DENIED`): retrying cannot help until they change.
+    pub fn is_auth_refusal(&self) -> bool {
+        matches!(self, PeerError::Refused { status, .. }
+            if status.starts_with("401 ") || status.starts_with("403 ")
+                || status == "Unauthenticated" || status == "PermissionDenied")
+    }
+}
+
 /// One end of a replication.
 #[async_trait]
 pub trait Peer: Send + Sync {
