@@ -18,8 +18,10 @@ pub(crate) struct BenchArgs {
     /// Database to use (created by --preload).
     #[arg(long, default_value = "bench")]
     db: String,
-    /// http-get, http-put (durable create), grpc-get, or propagation (write at
-    /// --http at --rate per second, time arrival in --to-http's changes feed).
+    /// http-get, http-put (durable create), grpc-get, connect-storm (--connections
+    /// clients connect at once and GET once each: time until all are served), or
+    /// propagation (write at --http at --rate per second, time arrival in
+    /// --to-http's changes feed).
     #[arg(long, default_value = "http-get")]
     workload: String,
     /// For propagation: the node whose changes feed must show the writes.
@@ -46,6 +48,13 @@ pub(crate) struct BenchArgs {
     /// Print the report as one JSON line (for scripts).
     #[arg(long)]
     json: bool,
+    /// Bearer token sent with every request (an admin token with --preload, which
+    /// creates the database).
+    #[arg(long, env = "SESSIONFLEET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The fleet CA (and optionally a client certificate): HTTPS and gRPC over TLS.
+    #[command(flatten)]
+    tls: crate::secure::TlsArgs,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -60,6 +69,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rate: args.rate.max(1),
             duration: Duration::from_secs(args.duration_secs.max(1)),
             value_size: args.value_size,
+            token: args.token,
         };
         let r = loadgen::propagation::run(&cfg).await?;
         if args.json {
@@ -74,7 +84,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let workload = Workload::parse(&args.workload).ok_or_else(|| {
         anyhow::anyhow!(
-            "unknown workload {:?}: use http-get, http-put or grpc-get",
+            "unknown workload {:?}: use http-get, http-put, grpc-get or connect-storm",
             args.workload
         )
     })?;
@@ -88,6 +98,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         keys: args.keys.max(1),
         value_size: args.value_size,
         workload,
+        token: args.token,
+        tls: args.tls.for_client(None)?,
     };
     if args.preload {
         loadgen::preload::preload(&cfg).await?;

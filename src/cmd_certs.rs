@@ -116,23 +116,7 @@ pub(crate) fn run(cmd: CertsCommand) -> anyhow::Result<()> {
             let ca = Ca::load(&a.ca_dir)?;
             create_dir(&a.out)?;
             let validity = days(a.days)?;
-            let mut nodes: Vec<(Identity, Vec<IpAddr>)> = vec![(
-                Identity::hub(topology.hub.name.as_str())?,
-                ips(&[topology.hub.http, topology.hub.grpc]),
-            )];
-            for dc in &topology.datacentres {
-                for s in &dc.spokes {
-                    nodes.push((
-                        Identity::spoke(dc.name.as_str(), s.name.as_str())?,
-                        ips(&[s.http, s.grpc]),
-                    ));
-                }
-            }
-            for (identity, addrs) in nodes {
-                let stem = match &identity {
-                    Identity::Hub { node } | Identity::Spoke { node, .. } => node.clone(),
-                    Identity::Client { name, .. } => name.clone(),
-                };
+            for (identity, stem, addrs) in fleet_nodes(&topology)? {
                 let issued = ca.issue(&identity, &addrs, &a.dns, validity)?;
                 report(&issued, &a.out, &stem, a.force)?;
             }
@@ -155,6 +139,29 @@ pub(crate) fn run(cmd: CertsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every node of `topology`: its identity, the file stem of its certificate (the node's
+/// name, as the topology's `[tls]` `{node}` placeholder expects) and the addresses the
+/// certificate must name.
+pub(crate) fn fleet_nodes(
+    topology: &topology::Topology,
+) -> anyhow::Result<Vec<(Identity, String, Vec<IpAddr>)>> {
+    let mut nodes = vec![(
+        Identity::hub(topology.hub.name.as_str())?,
+        topology.hub.name.to_string(),
+        ips(&[topology.hub.http, topology.hub.grpc]),
+    )];
+    for dc in &topology.datacentres {
+        for s in &dc.spokes {
+            nodes.push((
+                Identity::spoke(dc.name.as_str(), s.name.as_str())?,
+                s.name.to_string(),
+                ips(&[s.http, s.grpc]),
+            ));
+        }
+    }
+    Ok(nodes)
 }
 
 fn days(n: u64) -> anyhow::Result<Duration> {

@@ -3,6 +3,11 @@
 //! datacentre, read in the other, kill a spoke and fail over to the hub, bring it
 //! back and watch it catch up, print the fleet status, clean up. Ctrl-C at any
 //! point stops every child and removes the data.
+//!
+//! The fleet runs secured, as a real one does: the demo mints a CA and node
+//! certificates and writes a secrets file (an admin with a fresh password, app and
+//! ops tokens) into its temporary directory, and runs the nodes from a copy of the
+//! topology with `[tls]` and `[auth]` added. It prints the `curl` lines to try.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,8 +18,6 @@ use anyhow::Context;
 use clap::Args;
 use edge_client::{Client, ClientBuilder, Source};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 use topology::Topology;
 
 /// `sessionfleet demo` flags.
@@ -23,6 +26,69 @@ pub(crate) struct DemoArgs {
     /// The topology to run: a hub and (at least) two datacentres on this machine.
     #[arg(long, default_value = "topology/examples/local.toml")]
     topology: PathBuf,
+    /// Keep the fleet running after the tour (until Ctrl-C), to try the printed
+    /// curl lines.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// What the demo minted: the secured topology the nodes run from and the
+/// credentials the tour and the printed curl lines use.
+struct Secured {
+    topology: PathBuf,
+    ca: PathBuf,
+    admin_password: String,
+    app_token: String,
+    ops_token: String,
+}
+
+/// Mints the CA, the nodes' certificates and the secrets file into `work`, and
+/// writes the topology the nodes run from: `source`'s text plus `[tls]` and `[auth]`.
+fn secure(source: &Path, t: &Topology, work: &Path) -> anyhow::Result<Secured> {
+    anyhow::ensure!(
+        t.tls.is_none() && t.auth.is_none(),
+        "the demo secures the fleet itself: give it a topology without [tls] and [auth] ({})",
+        source.display()
+    );
+    let tls = work.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    let month = Duration::from_secs(30 * 86_400);
+    let ca = security::Ca::generate(t.fleet.as_str(), month)?;
+    ca.write(&tls, false)?;
+    for (identity, stem, addrs) in crate::cmd_certs::fleet_nodes(t)? {
+        ca.issue(&identity, &addrs, &[], month)?
+            .write(&tls, &stem, false)?;
+    }
+    let admin_password = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>())
+    };
+    let mut secrets = security::compose::SecretsFile::new();
+    secrets.user(
+        "admin",
+        &admin_password,
+        &[security::Role::Admin],
+        security::secrets::DEFAULT_ITERATIONS,
+    );
+    let app_token = secrets.token("demo-app", &[security::Role::App]);
+    let ops_token = secrets.token("demo-ops", &[security::Role::Ops]);
+    secrets.write(&work.join("secrets.toml"))?;
+    let mut text =
+        std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
+    text.push_str(
+        "\n# Added by `sessionfleet demo`: files in this directory.\n\
+         [tls]\nca = \"tls/ca.pem\"\ncert = \"tls/{node}.pem\"\nkey = \"tls/{node}.key\"\n\n\
+         [auth]\nsecrets = \"secrets.toml\"\n",
+    );
+    let topology = work.join("topology.toml");
+    std::fs::write(&topology, text)?;
+    Ok(Secured {
+        topology,
+        ca: tls.join(security::mint::CA_CERT_FILE),
+        admin_password,
+        app_token,
+        ops_token,
+    })
 }
 
 /// A child node, killed when dropped.
@@ -97,9 +163,28 @@ fn served(source: &Source) -> String {
     }
 }
 
-async fn get_json(url: &str) -> anyhow::Result<serde_json::Value> {
-    let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse()?).await?;
+/// `GET https://{addr}{path}` with a bearer token, verified against `tls`'s CA.
+async fn get_json(
+    tls: &proto::tls::ReloadingTls,
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(tls.current_client(&[proto::tls::ALPN_HTTP11])?);
+    let stream = connector
+        .connect(proto::tls::server_name(&addr.ip().to_string())?, tcp)
+        .await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(stream))
+            .await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Empty::new())?;
+    let resp = sender.send_request(req).await?;
+    anyhow::ensure!(resp.status().is_success(), "GET {path}: HTTP {}", resp.status());
     let body = resp.into_body().collect().await?.to_bytes();
     Ok(serde_json::from_slice(&body)?)
 }
@@ -108,7 +193,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stop = crate::shutdown_on_signals()?;
     let work = tempfile::Builder::new().prefix("sessionfleet-demo-").tempdir()?;
     let result = tokio::select! {
-        r = tour(&args.topology, work.path()) => r,
+        r = tour(&args.topology, work.path(), args.keep.then_some(&stop)) => r,
         _ = stop.cancelled() => {
             println!("\ninterrupted: stopping every node and removing {}", work.path().display());
             Ok(())
@@ -119,8 +204,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn tour(topology_path: &Path, work: &Path) -> anyhow::Result<()> {
+async fn tour(
+    source: &Path,
+    work: &Path,
+    keep: Option<&tokio_util::sync::CancellationToken>,
+) -> anyhow::Result<()> {
+    let plain = Topology::load(source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secured = secure(source, &plain, work)?;
+    let topology_path = secured.topology.as_path();
     let t = Topology::load(topology_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ca_tls = proto::tls::ReloadingTls::load(proto::tls::TlsPaths {
+        ca: secured.ca.clone(),
+        cert: None,
+        key: None,
+    })?;
+    let app = edge_client::Credentials::token(&secured.app_token)?;
     anyhow::ensure!(
         t.datacentres.len() >= 2,
         "the demo needs two datacentres in {}",
@@ -181,12 +279,18 @@ async fn tour(topology_path: &Path, work: &Path) -> anyhow::Result<()> {
         &log,
     )?;
     println!(
-        "   hub http://{} , status page http://{}/_fleet",
+        "   secured: TLS with a CA minted into {}, users and tokens in {}",
+        secured.ca.display(),
+        work.join("secrets.toml").display()
+    );
+    println!(
+        "   hub https://{} , status page https://{}/_fleet (log in as admin)",
         t.hub.http, t.hub.http
     );
 
     let client = |dc: &str| -> anyhow::Result<Client> {
         Ok(ClientBuilder::from_topology(&t, dc)?
+            .credentials(app.clone())
             .deadline(Duration::from_millis(200))
             .read_budget(Duration::from_secs(1))
             .probe_interval(Duration::from_millis(200))
@@ -257,7 +361,11 @@ async fn tour(topology_path: &Path, work: &Path) -> anyhow::Result<()> {
     ));
     a.restart()?;
     let local_only = Client::builder()
-        .local(spoke_a.name.as_str(), format!("http://{}", spoke_a.grpc))
+        .local(spoke_a.name.as_str(), format!("https://{}", spoke_a.grpc))
+        .tls(std::sync::Arc::new(proto::tls::ReloadingTls::load(
+            ca_tls.paths().clone(),
+        )?))
+        .credentials(app.clone())
         .build()?;
     let started = Instant::now();
     for i in 6..=8 {
@@ -305,7 +413,7 @@ async fn tour(topology_path: &Path, work: &Path) -> anyhow::Result<()> {
 
     say("fleet status (GET /_fleet/status on the hub)");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = get_json(&format!("http://{}/_fleet/status", t.hub.http)).await?;
+    let status = get_json(&ca_tls, t.hub.http, "/_fleet/status", &secured.ops_token).await?;
     for dc in status["datacentres"].as_array().into_iter().flatten() {
         for s in dc["spokes"].as_array().into_iter().flatten() {
             println!(
@@ -337,7 +445,37 @@ async fn tour(topology_path: &Path, work: &Path) -> anyhow::Result<()> {
     say("summary");
     println!("   8 sessions written in two datacentres, every one readable everywhere;");
     println!("   a spoke killed and restarted without losing a write or a read.");
-    println!("   Stopping the fleet and removing {}.", work.display());
+
+    say("try it (the fleet is secured: TLS, and no request without credentials)");
+    let ca = secured.ca.display();
+    println!(
+        "   curl --cacert {ca} -u admin:{} https://{}/_fleet/status",
+        secured.admin_password, t.hub.http
+    );
+    println!(
+        "   curl --cacert {ca} -H 'Authorization: Bearer {}' https://{}/{db}/session-1",
+        secured.app_token, spoke_b.http
+    );
+    println!(
+        "   curl --cacert {ca} https://{}/{db}/session-1    # 401: no credentials",
+        spoke_b.http
+    );
+    println!(
+        "   SESSIONFLEET_TOKEN={} cargo run -p edge-client --example read_session -- {} {} user-42",
+        secured.app_token,
+        topology_path.display(),
+        dc_b.name
+    );
+    match keep {
+        Some(stop) => {
+            println!("   The fleet keeps running (--keep); Ctrl-C stops it and removes {}.", work.display());
+            stop.cancelled().await;
+        }
+        None => println!(
+            "   (run `sessionfleet demo --keep` to keep the fleet up for these). Stopping the fleet and removing {}.",
+            work.display()
+        ),
+    }
     drop((hub, a, b));
     Ok(())
 }

@@ -51,6 +51,10 @@ pub(crate) struct NodeArgs {
     /// Seconds between expiry sweeps (0 disables the sweeper).
     #[arg(long, env = "SESSIONFLEET_SWEEP_SECS", default_value_t = 60)]
     pub sweep_secs: u64,
+    /// Free space (MiB) the data directory's disk keeps: below it writes get 507
+    /// (deletions go on until half of it), and resume when space returns. 0 disables.
+    #[arg(long, env = "SESSIONFLEET_MIN_FREE_MIB", default_value_t = 64)]
+    pub min_free_mib: u64,
     /// RocksDB block cache, in MiB.
     #[arg(long, env = "SESSIONFLEET_CACHE_MIB", default_value_t = 256)]
     pub cache_mib: usize,
@@ -63,6 +67,11 @@ pub(crate) struct NodeArgs {
     /// then read and write sessions). Without it, a node without TLS refuses to start there.
     #[arg(long, env = "SESSIONFLEET_INSECURE_PLAINTEXT")]
     pub insecure_plaintext: bool,
+    /// The secrets file (users, hashed tokens, cookie secret) [default: the
+    /// topology's `[auth] secrets`, else `<data-dir>/secrets.toml`, generated with a
+    /// random admin password at first start]. Re-read when it changes and on SIGHUP.
+    #[arg(long, env = "SESSIONFLEET_SECRETS")]
+    pub secrets: Option<PathBuf>,
 }
 
 /// `--durability` values.
@@ -128,14 +137,26 @@ impl NodeArgs {
         )
     }
 
+    /// The node's authentication (see [`crate::secure::node_auth`]).
+    pub fn node_auth(
+        &self,
+        topology: Option<&topology::Topology>,
+        placement: &Placement,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<std::sync::Arc<server::Authenticator>> {
+        crate::secure::node_auth(self.secrets.as_deref(), topology, &placement.data_dir, shutdown)
+    }
+
     pub fn server_config(
         &self,
         placement: &Placement,
         node_name: String,
         tls: Option<std::sync::Arc<proto::tls::ReloadingTls>>,
+        auth: std::sync::Arc<server::Authenticator>,
     ) -> ServerConfig {
         ServerConfig {
             tls,
+            auth: Some(auth),
             http_addr: placement.http,
             grpc_addr: placement.grpc,
             limits: Limits {
@@ -160,6 +181,7 @@ impl NodeArgs {
             max_document_size: self.max_document_bytes,
             sweep_interval: (self.sweep_secs > 0).then(|| Duration::from_secs(self.sweep_secs)),
             cache_bytes: self.cache_mib << 20,
+            min_free_bytes: self.min_free_mib.saturating_mul(1 << 20),
             ..StoreOptions::default()
         }
     }
@@ -196,13 +218,14 @@ pub(crate) async fn run(args: HubArgs) -> anyhow::Result<()> {
     let tls = args
         .node
         .node_tls(topo.as_deref(), &name, &placement, &shutdown)?;
+    let auth = args.node.node_auth(topo.as_deref(), &placement, &shutdown)?;
     let fleet = watcher
         .as_ref()
         .map(|w| crate::topology_link::derive(w, |t| Some(crate::topology_link::expected_spokes(t))))
         .transpose()?;
     let config = hub::HubConfig {
         data_dir: placement.data_dir.clone(),
-        server: args.node.server_config(&placement, name, tls),
+        server: args.node.server_config(&placement, name, tls, auth),
         store: args.node.store_options(),
         fleet,
     };

@@ -107,7 +107,22 @@ pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
         }
         None => (overrides.apply(overrides.standalone_plan()?), None),
     };
+    let auth = args.node.node_auth(topo.as_deref(), &placement, &shutdown)?;
+    // Without a certificate to show the hub, the spoke shows its node token.
+    let hub_token = match &tls {
+        Some(_) => None,
+        None => {
+            let me = proto::tls::Identity::spoke(&args.datacentre, &node_name)
+                .map_err(|e| anyhow::anyhow!("spoke identity {}/{node_name}: {e}", args.datacentre))?;
+            let token = auth.secrets().node_token(&me);
+            if token.is_none() {
+                tracing::warn!("the secrets file has no [cookie] secret: without TLS the hub cannot tell this spoke from anyone, and will refuse to replicate with it");
+            }
+            token
+        }
+    };
     let config = SpokeConfig {
+        hub_token,
         datacentre: args.datacentre.clone(),
         node: node_name.clone(),
         data_dir: placement.data_dir.clone(),
@@ -115,6 +130,7 @@ pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
             &placement,
             format!("spoke {}/{node_name}", args.datacentre),
             tls.clone(),
+            auth,
         ),
         tls,
         store: args.node.store_options(),

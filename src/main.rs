@@ -6,6 +6,7 @@ mod cmd_certs;
 mod cmd_client;
 mod cmd_demo;
 mod cmd_hub;
+mod cmd_secrets;
 mod cmd_spoke;
 mod secure;
 mod topology_link;
@@ -41,6 +42,9 @@ enum Command {
     /// Mint the fleet's CA and certificates, or show a certificate.
     #[command(subcommand)]
     Certs(cmd_certs::CertsCommand),
+    /// Create the secrets file, add users and tokens (only hashes are stored).
+    #[command(subcommand)]
+    Secrets(cmd_secrets::SecretsCommand),
     /// Load-test a running node (closed loop, HDR latency percentiles).
     Bench(cmd_bench::BenchArgs),
 }
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             Command::Spoke(args) => cmd_spoke::run(args).await,
             Command::Bench(args) => cmd_bench::run(args).await,
             Command::Certs(cmd) => cmd_certs::run(cmd),
+            Command::Secrets(cmd) => cmd_secrets::run(cmd),
             Command::Topology(cmd) => match topology::cli::run(&cmd) {
                 Ok(text) => {
                     println!("{text}");

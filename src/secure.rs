@@ -1,14 +1,15 @@
-//! A node's TLS from flags or the topology's `[tls]`, and the refusal to serve
-//! plaintext beyond loopback.
+//! A node's TLS from flags or the topology's `[tls]`, the refusal to serve
+//! plaintext beyond loopback, and the node's secrets file.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use proto::tls::{ReloadingTls, TlsPaths};
+use server::Authenticator;
 use tokio_util::sync::CancellationToken;
 use topology::{NodeName, Topology};
 
@@ -131,4 +132,50 @@ impl TlsArgs {
         tracing::info!(files = %shown, "TLS on: certificates are re-read when they change and on SIGHUP");
         Ok(tls)
     }
+}
+
+/// How often the secrets file is checked for changes (SIGHUP forces a check).
+const SECRETS_POLL: Duration = Duration::from_secs(1);
+
+/// The node's secrets: `--secrets`, else the topology's `[auth] secrets`, else
+/// `<data_dir>/secrets.toml`, generated at first start with a random admin password
+/// (written beside it, mode 0600: the log says where, never what). Followed for
+/// changes until `shutdown`.
+pub(crate) fn node_auth(
+    flag: Option<&Path>,
+    topology: Option<&Topology>,
+    data_dir: &Path,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Authenticator>> {
+    let configured = flag
+        .map(Path::to_owned)
+        .or_else(|| topology.and_then(|t| t.auth.as_ref()).map(|a| a.secrets.clone()));
+    let path = match configured {
+        Some(p) => p,
+        None => {
+            let p = data_dir.join(security::secrets::SECRETS_FILE);
+            if p.exists() {
+                p
+            } else {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+                let (p, admin) = security::Secrets::generate(data_dir)?;
+                tracing::warn!(
+                    secrets = %p.display(),
+                    password_file = %admin.password_file.display(),
+                    user = %admin.name,
+                    "no secrets file configured: generated one with an admin user; its password is in the password file"
+                );
+                p
+            }
+        }
+    };
+    let auth = Arc::new(Authenticator::load(&path)?);
+    let secrets = auth.secrets();
+    if !secrets.has_admin() {
+        tracing::warn!(secrets = %path.display(), "the secrets file names no admin: databases cannot be created or deleted over HTTP");
+    }
+    tracing::info!(secrets = %path.display(), users = secrets.user_names().count(), "authentication on");
+    auth.spawn_watcher(SECRETS_POLL, shutdown.clone());
+    Ok(auth)
 }

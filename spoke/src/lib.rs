@@ -67,6 +67,9 @@ pub struct SpokeConfig {
     /// `server.tls`) and for dialling the hub over `https://`, where the
     /// certificate is what the hub admits it by.
     pub tls: Option<Arc<ReloadingTls>>,
+    /// The bearer token presented to the hub when there is no certificate to present
+    /// (a loopback fleet: the node token of the shared secrets file).
+    pub hub_token: Option<String>,
 }
 
 /// Why a spoke could not run.
@@ -110,7 +113,7 @@ pub async fn run(
     // Replications get their own token, not the process's: at shutdown they must outlive the
     // serving node long enough to deliver what it acknowledged (see `deliver_pushes`).
     let replicating = CancellationToken::new();
-    let mut running = start_replications(&store, &plan, config.tls.as_ref(), &me, &replicating).await?;
+    let mut running = start_replications(&store, &plan, &config, &me, &replicating).await?;
     tracing::info!(datacentre = %config.datacentre, node = %config.node, hub = %plan.hub_grpc, databases = plan.databases.len(), "spoke replicating");
     ready(
         node.http_addr,
@@ -136,7 +139,7 @@ pub async fn run(
                 tracing::info!(hub = %new_plan.hub_grpc, databases = new_plan.databases.len(), "topology changed: restarting replications");
                 stop_replications(running).await;
                 plan = new_plan;
-                running = start_replications(&store, &plan, config.tls.as_ref(), &me, &replicating).await?;
+                running = start_replications(&store, &plan, &config, &me, &replicating).await?;
             }
         }
     }
@@ -205,7 +208,7 @@ async fn stop_replications(running: Vec<Replication>) {
 async fn start_replications(
     store: &Store,
     plan: &ReplicationPlan,
-    tls: Option<&Arc<ReloadingTls>>,
+    config: &SpokeConfig,
     me: &str,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Replication>, SpokeError> {
@@ -224,21 +227,24 @@ async fn start_replications(
         url: plan.hub_grpc.clone(),
         reason: e.to_string(),
     };
+    let tls = config.tls.as_ref();
     let push_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout, tls).map_err(hub_err)?;
     let pull_channel = GrpcPeer::channel(&plan.hub_grpc, plan.connect_timeout, tls).map_err(hub_err)?;
     let mut replications = Vec::new();
     for db in &plan.databases {
         let local: Arc<dyn Peer> =
             Arc::new(LocalPeer::new(store.clone(), db.name.clone(), db.options.clone()));
-        let hub = |channel: &Channel| -> Arc<dyn Peer> {
-            Arc::new(
-                GrpcPeer::new(channel.clone(), &plan.hub_grpc, db.name.as_str(), me)
-                    .with_create_options(db.options.clone()),
-            )
+        let hub = |channel: &Channel| -> Result<Arc<dyn Peer>, SpokeError> {
+            let mut peer = GrpcPeer::new(channel.clone(), &plan.hub_grpc, db.name.as_str(), me)
+                .with_create_options(db.options.clone());
+            if let Some(token) = &config.hub_token {
+                peer = peer.with_bearer(token).map_err(hub_err)?;
+            }
+            Ok(Arc::new(peer))
         };
         for (direction, source, target) in [
-            ("push", local.clone(), hub(&push_channel)),
-            ("pull", hub(&pull_channel), local.clone()),
+            ("push", local.clone(), hub(&push_channel)?),
+            ("pull", hub(&pull_channel)?, local.clone()),
         ] {
             let label = match direction {
                 "push" => push_label(&db.name),
