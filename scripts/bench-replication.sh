@@ -21,6 +21,13 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# One secrets file for the fleet (spokes prove who they are with node tokens derived from
+# it); the scripts' own requests carry an admin token.
+"$BIN" secrets init "$WORK/secrets.toml" --iterations 1000 >/dev/null 2>&1
+export SESSIONFLEET_TOKEN
+SESSIONFLEET_TOKEN=$("$BIN" secrets token "$WORK/secrets.toml" bench --role admin 2>/dev/null)
+export SESSIONFLEET_SECRETS="$WORK/secrets.toml"
+
 start() { # name, args...
   local name="$1"; shift
   "$BIN" "$@" > "$WORK/$name.out" 2> "$WORK/$name.err" &
@@ -28,7 +35,7 @@ start() { # name, args...
   for _ in $(seq 200); do grep -q '^ready' "$WORK/$name.out" 2>/dev/null && return; sleep 0.1; done
   cat "$WORK/$name.err" >&2; exit 1
 }
-count() { curl -s "http://$1/sessions" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("doc_count", 0))'; }
+count() { curl -s -H "Authorization: Bearer $SESSIONFLEET_TOKEN" "http://$1/sessions" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("doc_count", 0))'; }
 
 start hub hub --data-dir "$WORK/hub" --http 127.0.0.1:27984 --grpc 127.0.0.1:28984
 "$BIN" bench --http 127.0.0.1:27984 --db sessions --keys "$N" --preload --duration-secs 1 --connections 1 > /dev/null

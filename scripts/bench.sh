@@ -22,7 +22,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-"$BIN" hub --data-dir "$WORK/hub" --http 127.0.0.1:25984 --grpc 127.0.0.1:26984 > "$WORK/hub.out" 2> "$WORK/hub.err" &
+"$BIN" secrets init "$WORK/secrets.toml" --iterations 1000 >/dev/null 2>&1
+export SESSIONFLEET_TOKEN
+SESSIONFLEET_TOKEN=$("$BIN" secrets token "$WORK/secrets.toml" bench --role admin 2>/dev/null)
+"$BIN" hub --secrets "$WORK/secrets.toml" --data-dir "$WORK/hub" --http 127.0.0.1:25984 --grpc 127.0.0.1:26984 > "$WORK/hub.out" 2> "$WORK/hub.err" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q '^ready' "$WORK/hub.out" 2>/dev/null && break; sleep 0.1; done
 grep -q '^ready' "$WORK/hub.out" || { cat "$WORK/hub.err" >&2; exit 1; }

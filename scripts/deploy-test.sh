@@ -36,6 +36,7 @@ VENV=${SF_ANSIBLE_VENV:-/var/tmp/sf-ansible-venv}
 # Bounds of the client loop (each operation is one CLI process).
 LOOP_MAX_OPS=${SF_DEPLOY_LOOP_MAX_OPS:-4000}
 LOOP_MAX_SECS=${SF_DEPLOY_LOOP_MAX_SECS:-300}
+CURL_AUTH=()   # the admin token header, once the secrets file is made
 
 say() { printf '[deploy-test %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 fail() {
@@ -382,12 +383,23 @@ sessionfleet_service_manager: runit
 sessionfleet_binary_src: $BIN1
 sessionfleet_topology_src: $WORK/fleet/topology.toml
 EOF
-  # A secrets file, to check the role ships it (0600, the node's user) and never logs it. The
-  # topology has no [auth] section naming it, so nodes do not read it.
-  SECRET_MARK="sfd-secret-$RANDOM$RANDOM$RANDOM"
-  printf '# deploy-test placeholder\nmarker = "%s"\n' "$SECRET_MARK" >"$WORK/fleet/secrets.toml"
-  chmod 0600 "$WORK/fleet/secrets.toml"
-  echo "sessionfleet_secrets_src: $WORK/fleet/secrets.toml" >>"$WORK/inventory/group_vars/all.yml"
+  # The fleet's secrets file, made as an operator does (`sessionfleet secrets`), named by the
+  # topology's [auth] and shipped by the role (0600, the node's user). The checks below use an
+  # admin token, the client loop an app token; the cookie secret is the mark that must never
+  # reach an ansible log.
+  local secrets=$WORK/fleet/secrets.toml
+  rm -f "$secrets"
+  "$BIN1" secrets init "$secrets" --iterations 1000 >/dev/null 2>&1 || fail "sessionfleet secrets init failed"
+  ADMIN_TOKEN=$("$BIN1" secrets token "$secrets" deploy-check --role admin 2>/dev/null) ||
+    fail "sessionfleet secrets token failed"
+  SESSIONFLEET_TOKEN=$("$BIN1" secrets token "$secrets" deploy-app --role app 2>/dev/null) ||
+    fail "sessionfleet secrets token failed"
+  export SESSIONFLEET_TOKEN
+  CURL_AUTH=(-H "Authorization: Bearer $ADMIN_TOKEN")
+  SECRET_MARK=$(sed -n 's/^secret = "\(.*\)"$/\1/p' "$secrets")
+  [ -n "$SECRET_MARK" ] || fail "the secrets file has no cookie secret"
+  printf '\n[auth]\nsecrets = "secrets.toml"\n' >>"$WORK/fleet/topology.toml"
+  echo "sessionfleet_secrets_src: $secrets" >>"$WORK/inventory/group_vars/all.yml"
   if [ "$tls" = 1 ]; then
     cat >>"$WORK/inventory/group_vars/all.yml" <<EOF
 sessionfleet_tls_ca_src: $WORK/fleet/tls/ca.pem
@@ -443,7 +455,7 @@ expect_refused() {
 # ---------------------------------------------------------------------------------------------
 # Checks.
 
-http_get() { in_ctl curl -fsS --max-time 5 "${CURL_TLS[@]}" "$@"; }
+http_get() { in_ctl curl -fsS --max-time 5 "${CURL_TLS[@]}" "${CURL_AUTH[@]}" "$@"; }
 
 node_url() { echo "$SCHEME://${IPS[$1]}:$HTTP_PORT"; }
 
@@ -458,7 +470,7 @@ start_loop() {
   in_ctl "$SELF" client-loop "$dir" "$BIN1" "$tag" &
   LOOP_PID=$!
   # Let it complete a few operations before anything restarts.
-  until [ "$(wc -l <"$dir/read_ok" 2>/dev/null || echo 0)" -ge 3 ]; do
+  until [ "$(wc -l 2>/dev/null <"$dir/read_ok" || echo 0)" -ge 3 ]; do
     tries=$((tries + 1))
     [ "$tries" -lt 150 ] || fail "the client loop made no progress in 30 s: $(tail -n 3 "$dir/put.err" 2>/dev/null)"
     sleep 0.2
@@ -480,10 +492,11 @@ stop_loop_and_verify() {
   rfail=$(wc -l <"$dir/read_failed")
   served=$(awk '{print $2}' "$dir/read_ok" | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')
   local lost
-  lost=$(in_ctl python3 - "$dir/acked" "$SCHEME" "${CA_FILE:-}" "${CLIENT_CERT:-}" "${CLIENT_KEY:-}" \
+  lost=$(SF_CHECK_TOKEN="${ADMIN_TOKEN:-}" in_ctl python3 - "$dir/acked" "$SCHEME" "${CA_FILE:-}" "${CLIENT_CERT:-}" "${CLIENT_KEY:-}" \
     "$(node_url 0)" "$(node_url 1)" "$(node_url 2)" <<'EOF'
-import json, ssl, sys, time, urllib.request
+import json, os, ssl, sys, time, urllib.request
 acked_file, scheme, ca, cert, key, *nodes = sys.argv[1:]
+token = os.environ.get("SF_CHECK_TOKEN", "")
 acked = dict(line.split() for line in open(acked_file) if line.strip())
 ctx = None
 if scheme == "https":
@@ -491,7 +504,10 @@ if scheme == "https":
     if cert:
         ctx.load_cert_chain(cert, key)
 def revs(node):
-    with urllib.request.urlopen(f"{node}/sessions/_all_docs", timeout=10, context=ctx) as r:
+    req = urllib.request.Request(f"{node}/sessions/_all_docs")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
         return {row["id"]: row["value"]["rev"] for row in json.load(r)["rows"]}
 deadline = time.time() + 60
 while True:

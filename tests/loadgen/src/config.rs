@@ -12,6 +12,10 @@ pub enum Workload {
     HttpPut,
     /// gRPC `Sessions.Get` of a random pre-loaded session.
     GrpcGet,
+    /// A reconnect storm: every connection is opened at the same instant (with its
+    /// TLS handshake, if any) and sends one `GET`; latency is from the common start
+    /// to that answer, so the maximum is the time until every client was served.
+    ConnectStorm,
 }
 
 impl Workload {
@@ -21,14 +25,20 @@ impl Workload {
             Workload::HttpGet => "http-get",
             Workload::HttpPut => "http-put",
             Workload::GrpcGet => "grpc-get",
+            Workload::ConnectStorm => "connect-storm",
         }
     }
 
     /// Parses a command-line name.
     pub fn parse(s: &str) -> Option<Workload> {
-        [Workload::HttpGet, Workload::HttpPut, Workload::GrpcGet]
-            .into_iter()
-            .find(|w| w.name() == s)
+        [
+            Workload::HttpGet,
+            Workload::HttpPut,
+            Workload::GrpcGet,
+            Workload::ConnectStorm,
+        ]
+        .into_iter()
+        .find(|w| w.name() == s)
     }
 }
 
@@ -51,6 +61,10 @@ pub struct BenchConfig {
     pub value_size: usize,
     /// What each request does.
     pub workload: Workload,
+    /// The bearer token sent with every request (an admin's when preloading).
+    pub token: Option<String>,
+    /// The fleet CA (and optionally a client certificate): connections use TLS.
+    pub tls: Option<std::sync::Arc<proto::tls::ReloadingTls>>,
 }
 
 /// The id of pre-loaded session `i`.

@@ -14,26 +14,34 @@ pub(crate) async fn worker(
     _worker: usize,
     deadline: Instant,
 ) -> Result<WorkerResult, BenchError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.grpc))
-        .map_err(|e| BenchError::Connect {
+    let err = |e: &dyn std::fmt::Display| BenchError::Connect {
+        addr: cfg.grpc.to_string(),
+        reason: e.to_string(),
+    };
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let channel = proto::tls::grpc_channel(&format!("{scheme}://{}", cfg.grpc), cfg.tls.as_ref(), |e| {
+        e.tcp_nodelay(true)
+    })
+    .map_err(|e| err(&e))?;
+    let mut client = SessionsClient::new(channel);
+    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match &cfg.token {
+        Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| BenchError::Connect {
             addr: cfg.grpc.to_string(),
-            reason: e.to_string(),
-        })?
-        .tcp_nodelay(true);
-    let mut client = SessionsClient::connect(endpoint)
-        .await
-        .map_err(|e| BenchError::Connect {
-            addr: cfg.grpc.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason: "the token is not printable ASCII".into(),
+        })?),
+        None => None,
+    };
     let mut histogram = new_histogram();
     let (mut ops, mut errors) = (0u64, 0u64);
     let mut rng = rand::rngs::StdRng::from_os_rng();
     while Instant::now() < deadline {
-        let req = GetRequest {
+        let mut req = tonic::Request::new(GetRequest {
             db: cfg.db.clone(),
             id: key(rng.random_range(0..cfg.keys.max(1))),
-        };
+        });
+        if let Some(v) = &bearer {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
         let started = Instant::now();
         match client.get(req).await {
             Ok(r) if r.get_ref().session.is_some() => {

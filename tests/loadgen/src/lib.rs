@@ -43,6 +43,17 @@ pub(crate) struct WorkerResult {
     pub errors: u64,
 }
 
+/// `builder` with `authorization: Bearer <token>` when there is a token.
+pub(crate) fn authorized(
+    builder: hyper::http::request::Builder,
+    token: Option<&str>,
+) -> hyper::http::request::Builder {
+    match token {
+        Some(t) => builder.header("authorization", format!("Bearer {t}")),
+        None => builder,
+    }
+}
+
 pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 µs to 60 s, 3 significant digits: fixed bounds cannot fail.
     Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -66,6 +77,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
             match cfg.workload {
                 Workload::HttpGet | Workload::HttpPut => http::worker(&cfg, worker, deadline).await,
                 Workload::GrpcGet => grpc::worker(&cfg, worker, deadline).await,
+                Workload::ConnectStorm => http::storm_client(&cfg, started).await,
             }
         }));
     }

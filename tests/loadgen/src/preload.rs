@@ -2,28 +2,26 @@
 
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::{body, key, BenchConfig};
-use crate::BenchError;
+use crate::{authorized, BenchError};
 
-/// Creates the database (if missing) and `cfg.keys` sessions, 500 per request.
+/// Creates the database (if missing) and `cfg.keys` sessions, 500 per request, over
+/// one connection (TLS when configured).
 pub async fn preload(cfg: &BenchConfig) -> Result<(), BenchError> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
-    let base = format!("http://{}/{}", cfg.http, cfg.db);
-    let put = Request::put(&base)
+    let fail = |e: &dyn std::fmt::Display| BenchError::Preload(e.to_string());
+    let mut sender = crate::http::connect(cfg).await?;
+    let base = format!("/{}", cfg.db);
+    let host = cfg.http.to_string();
+    let put = authorized(Request::put(&base), cfg.token.as_deref())
+        .header("host", &host)
         .body(Full::default())
-        .map_err(|e| BenchError::Preload(e.to_string()))?;
-    let resp = client
-        .request(put)
-        .await
-        .map_err(|e| BenchError::Preload(e.to_string()))?;
-    if !(resp.status() == 201 || resp.status() == 412) {
-        return Err(BenchError::Preload(format!(
-            "creating {base}: HTTP {}",
-            resp.status()
-        )));
+        .map_err(|e| fail(&e))?;
+    let resp = sender.send_request(put).await.map_err(|e| fail(&e))?;
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    if !(status == 201 || status == 412) {
+        return Err(BenchError::Preload(format!("creating {base}: HTTP {status}")));
     }
     for start in (0..cfg.keys).step_by(500) {
         let mut docs = Vec::new();
@@ -35,14 +33,13 @@ pub async fn preload(cfg: &BenchConfig) -> Result<(), BenchError> {
             docs.push(String::from_utf8_lossy(&doc).into_owned());
         }
         let payload = format!("{{\"docs\":[{}]}}", docs.join(","));
-        let req = Request::post(format!("{base}/_bulk_docs"))
+        let req = authorized(Request::post(format!("{base}/_bulk_docs")), cfg.token.as_deref())
+            .header("host", &host)
             .header("content-type", "application/json")
             .body(Full::new(payload.into()))
-            .map_err(|e| BenchError::Preload(e.to_string()))?;
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| BenchError::Preload(e.to_string()))?;
+            .map_err(|e| fail(&e))?;
+        sender.ready().await.map_err(|e| fail(&e))?;
+        let resp = sender.send_request(req).await.map_err(|e| fail(&e))?;
         let status = resp.status();
         let _ = resp.into_body().collect().await;
         if status != 201 {

@@ -33,6 +33,8 @@ pub struct PropagationConfig {
     pub duration: Duration,
     /// Body size.
     pub value_size: usize,
+    /// The bearer token sent with every request.
+    pub token: Option<String>,
 }
 
 /// Lag percentiles.
@@ -69,9 +71,12 @@ pub async fn run(cfg: &PropagationConfig) -> Result<PropagationReport, BenchErro
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let info = client
         .request(
-            Request::get(format!("http://{}/{}", cfg.reader, cfg.db))
-                .body(Full::default())
-                .map_err(err)?,
+            crate::authorized(
+                Request::get(format!("http://{}/{}", cfg.reader, cfg.db)),
+                cfg.token.as_deref(),
+            )
+            .body(Full::default())
+            .map_err(err)?,
         )
         .await
         .map_err(err)?;
@@ -83,7 +88,11 @@ pub async fn run(cfg: &PropagationConfig) -> Result<PropagationReport, BenchErro
         cfg.reader, cfg.db
     );
     let feed = client
-        .request(Request::get(feed_url).body(Full::default()).map_err(err)?)
+        .request(
+            crate::authorized(Request::get(feed_url), cfg.token.as_deref())
+                .body(Full::default())
+                .map_err(err)?,
+        )
         .await
         .map_err(err)?;
     let seen2 = seen.clone();
@@ -131,7 +140,7 @@ pub async fn run(cfg: &PropagationConfig) -> Result<PropagationReport, BenchErro
                 tick.tick().await;
                 n += 1;
                 let id = format!("{prefix}-{w}-{n}");
-                let req = Request::put(format!("/{}/{id}", cfg.db))
+                let req = crate::authorized(Request::put(format!("/{}/{id}", cfg.db)), cfg.token.as_deref())
                     .header("host", cfg.writer.to_string())
                     .header("content-type", "application/json")
                     .body(Full::new(body(cfg.value_size, n as usize).into()))
