@@ -11,6 +11,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -77,6 +78,11 @@ struct Fleet {
 
 impl Fleet {
     async fn start(datacentres: &[&str]) -> Fleet {
+        Fleet::start_with(datacentres, &[]).await
+    }
+
+    /// A fleet whose first spoke runs with `first_spoke_env` (libfaketime, say).
+    async fn start_with(datacentres: &[&str], first_spoke_env: &[(&str, &str)]) -> Fleet {
         let hub_dir = tempfile::tempdir().expect("tempdir");
         let hub = Proc::must_start_hub(hub_dir.path());
         let mut dirs = vec![hub_dir];
@@ -86,7 +92,8 @@ impl Fleet {
             let link = FaultProxy::start("127.0.0.1:0".parse().expect("addr"), hub.grpc)
                 .await
                 .expect("start proxy");
-            let proc = must_start_spoke(dir.path(), link.addr(), dc, SPOKE_DB);
+            let env = if spokes.is_empty() { first_spoke_env } else { &[] };
+            let proc = must_start_spoke_with_env(dir.path(), link.addr(), dc, SPOKE_DB, env);
             spokes.push(Spoke {
                 name: dc.to_string(),
                 proc,
@@ -234,6 +241,7 @@ async fn client(
     seed: u64,
 ) {
     let http = reqwest::Client::builder()
+        .default_headers(admin_headers())
         .timeout(Duration::from_secs(2))
         .build()
         .expect("http client");
@@ -483,8 +491,19 @@ fn report(scenario: &str, r: &Report, converge: Duration, fault: (Duration, Dura
 
 /// Heals every link, waits for convergence, reads the final states and checks the history.
 async fn settle(scenario: &str, fleet: &Fleet, load: Load, fault: (Duration, Duration)) -> Report {
+    settle_with(scenario, fleet, load, fault, EXPIRY_GRACE).await
+}
+
+/// [`settle`] with another bound on serving a session past its expiry.
+async fn settle_with(
+    scenario: &str,
+    fleet: &Fleet,
+    load: Load,
+    fault: (Duration, Duration),
+    expiry_grace: Duration,
+) -> Report {
     fleet.set_links(Faults::up());
-    let http = reqwest::Client::new();
+    let http = admin_reqwest();
     let (history, keys) = load.stop().await;
     let converge = fleet.converge(&http, Duration::from_secs(60)).await;
     let converged_at = history.now();
@@ -508,7 +527,7 @@ async fn settle(scenario: &str, fleet: &Fleet, load: Load, fault: (Duration, Dur
     let finals = fleet.finals(&http, &keys).await;
     let bounds = Bounds {
         same_node: Duration::ZERO,
-        expiry: EXPIRY_GRACE,
+        expiry: expiry_grace,
         converged_at: Some(converged_at),
     };
     let r = check(&history.ops(), &finals, bounds, history.now());
@@ -655,4 +674,80 @@ async fn conflicting_writes_and_deletes_during_a_partition_converge() {
         r.failed > 0,
         "shared sessions never conflicted: the scenario did not test conflicts\n{r}"
     );
+}
+
+/// libfaketime, as Debian's `faketime`/`libfaketime` packages install it.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The `Date` header of a node's answer, as seconds from this machine's clock.
+async fn clock_offset(base: &str) -> f64 {
+    let r = reqwest::get(format!("{base}/_up")).await.expect("GET /_up");
+    let date = r.headers()["date"].to_str().expect("date header").to_owned();
+    let then = httpdate::parse_http_date(&date).expect("an HTTP date");
+    let then = then
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    then - unix_now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoke_whose_clock_is_skewed_and_steps_loses_nothing() {
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "libfaketime is needed (apt-get install libfaketime)"
+    );
+    const SKEW: Duration = Duration::from_secs(30);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = dir.path().join("faketime");
+    std::fs::write(&clock, "+30s").expect("write the fake clock");
+    let clock_path = clock.display().to_string();
+    let env = [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME_TIMESTAMP_FILE", clock_path.as_str()),
+        ("FAKETIME_CACHE_DURATION", "1"),
+        // Timers and timeouts keep real time; only the wall clock is wrong.
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let fleet = Fleet::start_with(&["eu-west", "us-east"], &env).await;
+    let skewed = fleet.spokes[0].proc.base();
+    let ahead = clock_offset(&skewed).await;
+    assert!(
+        (25.0..35.0).contains(&ahead),
+        "the spoke's clock is {ahead:.1} s off, not +30 s"
+    );
+    let load = Load::start(&fleet, false);
+    let fault_start = load.history.now();
+    tokio::time::sleep(fault_time(Duration::from_secs(2))).await;
+    // A step: from 30 s ahead to 30 s behind.
+    std::fs::write(&clock, "-30s").expect("step the fake clock");
+    // hyper caches its Date header until the clock passes the next second it expected,
+    // so after a backward step ask the store instead: a session expiring in 10 s (by this
+    // machine's clock) is expired to a node 30 s ahead, and live to one 30 s behind.
+    let http = admin_reqwest();
+    let probe = std::sync::atomic::AtomicUsize::new(0);
+    must_eventually("the spoke's clock stepped back", Duration::from_secs(10), || {
+        let (http, base) = (http.clone(), skewed.clone());
+        let n = probe.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let url = format!("{base}/{DB}/clock-probe-{n}");
+            let body = json!({"expires_at": unix_now() as u64 + 10});
+            let put = http.put(&url).json(&body).send().await;
+            put.is_ok_and(|r| r.status() == 201)
+                && http.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    tokio::time::sleep(fault_time(Duration::from_secs(2))).await;
+    let fault_end = load.history.now();
+    // Expiry is judged by each node's clock: a node 30 s behind serves a session up to
+    // 30 s past its expiry. The bound the docs state is the grace plus the fleet's skew.
+    settle_with(
+        "one spoke's clock +30 s, then a step to -30 s",
+        &fleet,
+        load,
+        (fault_start, fault_end),
+        EXPIRY_GRACE + SKEW,
+    )
+    .await;
 }

@@ -15,6 +15,7 @@ const DEADLINE: Duration = Duration::from_millis(300);
 
 fn client_for(local: std::net::SocketAddr, fallbacks: &[std::net::SocketAddr]) -> Client {
     let mut b = Client::builder()
+        .credentials(app_credentials())
         .local("local", format!("http://{local}"))
         .deadline(DEADLINE)
         .fallback_deadline(Duration::from_secs(2))
@@ -241,6 +242,7 @@ async fn byte_bound_holds_and_misses_are_single_flight() {
     let http = Http::default();
     const BOUND: u64 = 64 << 10;
     let small = Client::builder()
+        .credentials(app_credentials())
         .local("local", format!("http://{}", spoke.grpc))
         .fallback("hub", format!("http://{}", hub.grpc))
         .cache_bytes(BOUND)

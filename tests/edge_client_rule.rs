@@ -25,6 +25,7 @@ fn unix_now() -> f64 {
 
 fn builder(local: std::net::SocketAddr, fallbacks: &[std::net::SocketAddr]) -> edge_client::ClientBuilder {
     let mut b = Client::builder()
+        .credentials(app_credentials())
         .local("local", format!("http://{local}"))
         .deadline(Duration::from_millis(300))
         .fallback_deadline(Duration::from_secs(2))
@@ -736,6 +737,7 @@ async fn no_read_returns_a_session_deleted_or_expired_beyond_the_bound() {
     const RUN: Duration = Duration::from_secs(12);
     let make = |local: std::net::SocketAddr, other: std::net::SocketAddr| {
         Client::builder()
+            .credentials(app_credentials())
             .local("local", format!("http://{local}"))
             .fallback("hub", format!("http://{}", hub.grpc))
             .fallback("other", format!("http://{other}"))
@@ -946,7 +948,7 @@ async fn a_topology_reload_moves_the_stream_and_applies_client_settings() {
     let dir = tempfile::tempdir().unwrap();
     let topo = dir.path().join("fleet.toml");
     std::fs::write(&topo, fleet_file(&hub, ("eu-west-1", &a), &b, 60_000, 0)).unwrap();
-    let client = Client::from_topology_file(&topo, "eu-west", edge_client::Credentials::none()).unwrap();
+    let client = Client::from_topology_file(&topo, "eu-west", app_credentials()).unwrap();
     must_watch(&client).await;
     let miss_source = || async {
         assert_eq!(client.get("sessions", "nobody").await.unwrap(), None);

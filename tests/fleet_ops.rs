@@ -99,13 +99,7 @@ async fn nodes_take_their_place_from_the_topology_and_reload_it() {
     must_eventually("rejected reload counted", Duration::from_secs(10), || {
         let (h, b) = (h3.clone(), b3.clone());
         async move {
-            let text = reqwest::get(format!("{b}/_metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let _ = h;
+            let text = h.text(&format!("{b}/_metrics")).await;
             text.lines()
                 .any(|l| l.starts_with("topology_reload_failures_total") && !l.ends_with(" 0"))
         }
@@ -151,7 +145,8 @@ async fn status_page_renders_in_headless_chromium() {
     assert_eq!(spoke("us-east-1")["connected"], false, "never started");
     assert_eq!(s["hub"]["healthy"], true);
 
-    let url = format!("{}/_fleet", hub.base());
+    // An operator's browser logs in with HTTP Basic (the page needs the ops role).
+    let url = format!("{}/_fleet", admin_url(hub.http));
     let chromium = |extra: &[&str]| {
         let profile = tempfile::tempdir().unwrap();
         let out = Command::new("chromium")
@@ -224,6 +219,10 @@ fn demo_runs_to_a_clean_exit() {
         "catches up",
         "fleet status",
         "summary",
+        "secured: TLS",
+        "curl --cacert",
+        "-u admin:",
+        "Authorization: Bearer sft_",
     ] {
         assert!(text.contains(needle), "demo output lacks {needle:?}:\n{text}");
     }
@@ -242,8 +241,7 @@ async fn edge_client_follows_topology_changes() {
     let topo = dir.path().join("fleet.toml");
     let x = addrs();
     std::fs::write(&topo, topology_text(&x, false)).unwrap();
-    let client =
-        edge_client::Client::from_topology_file(&topo, "eu-west", edge_client::Credentials::none()).unwrap();
+    let client = edge_client::Client::from_topology_file(&topo, "eu-west", app_credentials()).unwrap();
     assert_eq!(client.targets(), ["eu-west-1", "london", "us-east-1"]);
     // Ops reorder eu-west's failover: the client's chain follows without a restart.
     std::fs::write(
@@ -265,7 +263,7 @@ async fn edge_client_follows_topology_changes() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(client.targets(), ["eu-west-1", "us-east-1", "london"]);
     assert!(
-        edge_client::Client::from_topology_file(&topo, "eu-west", edge_client::Credentials::none()).is_err(),
+        edge_client::Client::from_topology_file(&topo, "eu-west", app_credentials()).is_err(),
         "a bad file at start is an error"
     );
 }

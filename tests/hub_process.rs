@@ -8,7 +8,15 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
+/// curl as an admin, the way a CouchDB 3 user does (`-u admin:password`).
 fn curl(args: &[&str]) -> (u16, Value) {
+    let user = format!("admin:{}", secrets().admin_password);
+    let mut all = vec!["-u", &user];
+    all.extend_from_slice(args);
+    curl_as_given(&all)
+}
+
+fn curl_as_given(args: &[&str]) -> (u16, Value) {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -38,6 +46,9 @@ fn couchdb_curl_session_then_graceful_sigterm() {
     // The transcript an ops engineer used against CouchDB.
     let (s, v) = curl(&[&u("/")]);
     assert_eq!((s, v["couchdb"].as_str()), (200, Some("Welcome")));
+    // No admin party: without credentials a database cannot be created.
+    let (s, v) = curl_as_given(&["-X", "PUT", &u("/demo-db")]);
+    assert_eq!((s, v["error"].as_str()), (401, Some("unauthorized")), "{v}");
     assert_eq!(curl(&["-X", "PUT", &u("/demo-db")]).0, 201);
     let (s, v) = curl(&[
         "-X",

@@ -71,11 +71,13 @@ async fn pull_from_a_live_couchdb_compatible_server_then_push_back() {
     let _pouch = must_start_pouchdb_server(port);
     let pouch = format!("http://127.0.0.1:{port}/demo-db");
     let http = Http::default();
-    http.must("PUT", &pouch, None, 201).await;
+    // The old server (PouchDB Server) runs without authentication, as many did.
+    let old = Http::anonymous();
+    old.must("PUT", &pouch, None, 201).await;
     let docs: Vec<Value> = (0..500)
         .map(|i| json!({"_id": format!("old-{i:04}"), "i": i}))
         .collect();
-    http.must(
+    old.must(
         "POST",
         &format!("{pouch}/_bulk_docs"),
         Some(json!({"docs": docs})),
@@ -96,11 +98,11 @@ async fn pull_from_a_live_couchdb_compatible_server_then_push_back() {
     .await;
     // The old server keeps taking writes meanwhile.
     for i in 0..200 {
-        http.must("PUT", &format!("{pouch}/new-{i:04}"), Some(json!({"i": i})), 201)
+        old.must("PUT", &format!("{pouch}/new-{i:04}"), Some(json!({"i": i})), 201)
             .await;
         if i % 50 == 0 {
-            let (_, d) = http.req("GET", &format!("{pouch}/old-{i:04}"), None).await;
-            http.must(
+            let (_, d) = old.req("GET", &format!("{pouch}/old-{i:04}"), None).await;
+            old.must(
                 "PUT",
                 &format!("{pouch}/old-{i:04}"),
                 Some(json!({"_rev": d["_rev"], "i": -1})),
@@ -110,14 +112,14 @@ async fn pull_from_a_live_couchdb_compatible_server_then_push_back() {
         }
     }
     let local = format!("{}/demo-db", spoke.base());
-    let (h, p, l) = (http.clone(), pouch.clone(), local.clone());
+    let (h, o, p, l) = (http.clone(), old.clone(), pouch.clone(), local.clone());
     must_eventually(
         "spoke caught up with the live server",
         Duration::from_secs(60),
         || {
-            let (h, p, l) = (h.clone(), p.clone(), l.clone());
+            let (h, o, p, l) = (h.clone(), o.clone(), p.clone(), l.clone());
             async move {
-                h.req("GET", &l, None).await.1["doc_count"] == 700 && revs(&h, &p).await == revs(&h, &l).await
+                h.req("GET", &l, None).await.1["doc_count"] == 700 && revs(&o, &p).await == revs(&h, &l).await
             }
         },
     )
@@ -140,7 +142,7 @@ async fn pull_from_a_live_couchdb_compatible_server_then_push_back() {
         )
         .await;
     assert!(r["history"][0]["docs_written"].as_u64().unwrap() >= 1, "{r}");
-    let (a, b) = (revs(&http, &pouch).await, revs(&http, &local).await);
+    let (a, b) = (revs(&old, &pouch).await, revs(&http, &local).await);
     assert_eq!(a.len(), 701);
     assert_eq!(a, b, "both sides identical");
 }

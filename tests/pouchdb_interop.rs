@@ -28,14 +28,14 @@ fn must_have_node_modules() {
     assert!(status.success(), "npm ci failed in {}", dir.display());
 }
 
-#[test]
-fn pouchdb_replicates_both_ways_and_converges() {
+#[tokio::test]
+async fn pouchdb_replicates_both_ways_and_converges() {
     must_have_node_modules();
     let dir = tempfile::tempdir().unwrap();
     let hub = Proc::must_start_hub(dir.path());
     let out = Command::new("node")
         .arg(interop_dir().join("pouchdb_interop.js"))
-        .arg(hub.base())
+        .arg(admin_url(hub.http))
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -47,5 +47,10 @@ fn pouchdb_replicates_both_ways_and_converges() {
         summary["docs"], 901,
         "1,000 written, 100 deleted, 1 written on the node"
     );
+    // The cookie-authenticated PouchDB's push landed too.
+    let (s, v) = Http::default()
+        .req("GET", &format!("{}/interop/via-cookie", hub.base()), None)
+        .await;
+    assert_eq!((s, v["v"].as_str()), (200, Some("pushed with a cookie")), "{v}");
     hub.kill();
 }

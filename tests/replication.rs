@@ -306,12 +306,33 @@ async fn replicate_endpoint_and_replicator_db() {
         )
         .await;
     }
-    // One-shot, CouchDB's older form: a URL source and a local name target.
-    let r = http
+    // One-shot, CouchDB's older form: a URL source (with the replicator user's
+    // credentials, as against a CouchDB 3 server) and a local name target.
+    let source = format!(
+        "http://replicator:{}@{}/src",
+        secrets().replicator_password,
+        a.http
+    );
+    let without_credentials = http
         .must(
             "POST",
             &format!("{}/_replicate", b.base()),
             Some(json!({"source": format!("{}/src", a.base()), "target": "copy", "create_target": true})),
+            401,
+        )
+        .await;
+    assert!(
+        without_credentials["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("401"),
+        "{without_credentials}"
+    );
+    let r = http
+        .must(
+            "POST",
+            &format!("{}/_replicate", b.base()),
+            Some(json!({"source": source, "target": "copy", "create_target": true})),
             200,
         )
         .await;
@@ -324,7 +345,7 @@ async fn replicate_endpoint_and_replicator_db() {
     http.must(
         "PUT",
         &format!("{}/_replicator/follow", b.base()),
-        Some(json!({"source": format!("{}/src", a.base()), "target": "copy"})),
+        Some(json!({"source": source, "target": "copy"})),
         201,
     )
     .await;
@@ -346,6 +367,11 @@ async fn replicate_endpoint_and_replicator_db() {
         .await;
     assert_eq!(tasks[0]["type"], "replication", "{tasks}");
     assert_eq!(tasks[0]["doc_id"], "follow");
+    let shown = tasks.to_string();
+    assert!(
+        !shown.contains(&secrets().replicator_password) && shown.contains("replicator:*****@"),
+        "credentials in _active_tasks: {shown}"
+    );
     // The job survives a restart of its node.
     let (args, ha, ga) = (b.args.clone(), b.http, b.grpc);
     b.kill();

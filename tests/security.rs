@@ -205,12 +205,8 @@ async fn a_tls_fleet_serves_replicates_and_shows_who_is_connected() {
     }
 
     // The edge-client dials the topology's https:// chain, verified against its CA.
-    let client = edge_client::Client::from_topology_file(
-        fleet.topology(),
-        "us-east",
-        edge_client::Credentials::none(),
-    )
-    .unwrap();
+    let client =
+        edge_client::Client::from_topology_file(fleet.topology(), "us-east", app_credentials()).unwrap();
     let session = client.read("sessions", "s1").await.unwrap();
     let body: serde_json::Value = serde_json::from_slice(&session.body).unwrap();
     assert_eq!(body["user"], "ada");
@@ -238,6 +234,96 @@ async fn a_tls_fleet_serves_replicates_and_shows_who_is_connected() {
             .any(|l| l.starts_with("sessionfleet_tls_handshake_failures_total") && l.contains("http")),
         "handshake failures not counted:\n{metrics}"
     );
+
+    // One node replicates from another's HTTPS API, with a replicator's credentials in
+    // the URL as a CouchDB 3 migration does, verifying the peer against the fleet CA.
+    let source = format!(
+        "https://replicator:{}@{}/sessions",
+        secrets().replicator_password,
+        hub.http
+    );
+    let r = http
+        .must(
+            "POST",
+            &format!("{}/_replicate", https(b.http)),
+            Some(json!({"source": source, "target": "copy", "create_target": true})),
+            200,
+        )
+        .await;
+    assert!(r["history"][0]["docs_written"].as_u64().unwrap() >= 1, "{r}");
+    http.must("GET", &format!("{}/copy/s1", https(b.http)), None, 200)
+        .await;
+
+    // An app server's certificate (`sessionfleet certs client`) authenticates it as an
+    // app: it reads sessions, and may not touch databases.
+    let tls = fleet.tls_dir();
+    let apps = tempfile::tempdir().unwrap();
+    let out = certs(&[
+        "client",
+        "--role",
+        "app",
+        "--name",
+        "web-1",
+        "--ca-dir",
+        tls.to_str().unwrap(),
+        "--out",
+        apps.path().to_str().unwrap(),
+    ]);
+    assert!(out.contains("sessionfleet:client/app/web-1"), "{out}");
+    let (cert, key) = (apps.path().join("web-1.pem"), apps.path().join("web-1.key"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let shown = certs(&["show", cert.to_str().unwrap()]);
+    assert!(
+        shown.contains("sessionfleet:client/app/web-1") && shown.to_lowercase().contains("not after"),
+        "{shown}"
+    );
+    let web = Http::tls(
+        &fleet.ca_pem(),
+        Some((&std::fs::read(&cert).unwrap(), &std::fs::read(&key).unwrap())),
+    )
+    .with_authorization(None);
+    web.must("GET", &format!("{}/sessions/s1", https(a.http)), None, 200)
+        .await;
+    let v = web
+        .must("DELETE", &format!("{}/sessions", https(a.http)), None, 403)
+        .await;
+    assert!(v["reason"].as_str().unwrap().contains("web-1"), "{v}");
+    Http::tls(&fleet.ca_pem(), None)
+        .with_authorization(None)
+        .must("GET", &format!("{}/sessions/s1", https(a.http)), None, 401)
+        .await;
+}
+
+#[test]
+fn a_node_refuses_plaintext_on_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["hub", "--data-dir", dir.path().to_str().unwrap()])
+            .args(["--http", "192.0.2.1:5984", "--grpc", "127.0.0.1:0"])
+            .args(["--secrets", secrets().path.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refusing to serve plaintext on 192.0.2.1:5984"),
+        "{stderr}"
+    );
+    // With --insecure-plaintext it goes on (and fails only to bind an address this
+    // machine does not have).
+    let out = run(&["--insecure-plaintext"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("refusing to serve plaintext"), "{stderr}");
+    assert!(stderr.contains("cannot listen on 192.0.2.1:5984"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

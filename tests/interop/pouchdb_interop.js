@@ -1,6 +1,9 @@
 // Real PouchDB (in-memory adapter) replicating into and out of a Sessionfleet
 // node: 1,000 documents with updates, deletes and one conflict; both sides must
-// end identical (winners and conflicts). Usage: node pouchdb_interop.js BASE_URL
+// end identical (winners and conflicts). Credentials travel as a CouchDB 3 user
+// gives them: in the URL for PouchDB, and through POST /_session (an AuthSession
+// cookie) for a second, cookie-authenticated PouchDB.
+// Usage: node pouchdb_interop.js http://USER:PASSWORD@127.0.0.1:PORT
 'use strict';
 const PouchDB = require('pouchdb');
 PouchDB.plugin(require('pouchdb-adapter-memory'));
@@ -11,6 +14,14 @@ if (!base) {
   process.exit(2);
 }
 const N = 1000;
+// fetch() refuses URLs with credentials: raw requests send them as a header.
+const parsed = new URL(base);
+const user = decodeURIComponent(parsed.username);
+const password = decodeURIComponent(parsed.password);
+parsed.username = '';
+parsed.password = '';
+const plain = parsed.toString().replace(/\/$/, '');
+const basic = 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
 
 function fail(msg) {
   console.error('FAIL: ' + msg);
@@ -62,14 +73,18 @@ function compare(a, b, what) {
   // One conflict: both sides edit doc-0500 from the same revision.
   const base500 = await local.get('doc-0500');
   await local.put({ ...base500, v: 'local-edit' });
-  const resp = await fetch(`${base}/interop/doc-0500`, {
+  const resp = await fetch(`${plain}/interop/doc-0500`, {
     method: 'PUT',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: basic },
     body: JSON.stringify({ _rev: base500._rev, v: 'remote-edit' }),
   });
   if (resp.status !== 201) fail(`remote edit answered ${resp.status}`);
   // And a write made only on the node.
-  await fetch(`${base}/interop/node-only`, { method: 'PUT', body: JSON.stringify({ v: 'from-node' }) });
+  await fetch(`${plain}/interop/node-only`, {
+    method: 'PUT',
+    headers: { authorization: basic },
+    body: JSON.stringify({ v: 'from-node' }),
+  });
 
   // Both ways, then compare.
   await local.replicate.to(remote);
@@ -90,6 +105,33 @@ function compare(a, b, what) {
   // Incremental: a second pull resumes from its checkpoint and moves nothing.
   const again = await fresh.replicate.from(remote);
   if (again.docs_read !== 0) fail(`checkpoint not used: re-read ${again.docs_read}`);
+
+  // Without credentials the node refuses PouchDB (no admin party).
+  const anon = await fetch(`${plain}/interop`);
+  if (anon.status !== 401) fail(`anonymous read answered ${anon.status}`);
+
+  // Cookie authentication, as CouchDB's web clients do it: POST /_session, then
+  // every request carries the AuthSession cookie.
+  const login = await fetch(`${plain}/_session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: user, password }),
+  });
+  if (login.status !== 200) fail(`POST /_session answered ${login.status}`);
+  const cookie = (login.headers.get('set-cookie') || '').split(';')[0];
+  if (!cookie.startsWith('AuthSession=')) fail(`no AuthSession cookie: ${cookie}`);
+  const byCookie = new PouchDB(`${plain}/interop`, {
+    fetch: (url, opts) => {
+      opts.headers.set('Cookie', cookie);
+      return PouchDB.fetch(url, opts);
+    },
+  });
+  const viaCookie = new PouchDB('via-cookie', { adapter: 'memory' });
+  await viaCookie.replicate.from(byCookie);
+  compare(await state(viaCookie), b, 'cookie-authenticated pull vs node');
+  await viaCookie.put({ _id: 'via-cookie', v: 'pushed with a cookie' });
+  const cookiePush = await viaCookie.replicate.to(byCookie);
+  if (!cookiePush.ok || cookiePush.docs_written !== 1) fail(`cookie push wrote ${cookiePush.docs_written}`);
 
   console.log(JSON.stringify({
     ok: true,

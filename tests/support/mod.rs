@@ -2,14 +2,97 @@
 //! ports with real data directories, wait for readiness, SIGTERM or SIGKILL.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use security::Role;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_sessionfleet");
+
+/// The credentials every test process shares: one secrets file that every node is
+/// started with (`--secrets`), and the plaintext passwords and tokens it holds hashes of.
+pub struct TestSecrets {
+    /// The secrets file.
+    pub path: PathBuf,
+    /// User `admin` (role admin).
+    pub admin_password: String,
+    /// User `replicator` (role replicator).
+    pub replicator_password: String,
+    /// Token `admin-token` (admin).
+    pub admin_token: String,
+    /// Token `app-token` (app).
+    pub app_token: String,
+    /// Token `replicator-token` (replicator).
+    pub replicator_token: String,
+    /// Token `ops-token` (ops).
+    pub ops_token: String,
+}
+
+/// The shared test secrets, made on first use. Password hashes use few PBKDF2
+/// iterations: verification speed is not what these tests are about.
+pub fn secrets() -> &'static TestSecrets {
+    static SECRETS: OnceLock<TestSecrets> = OnceLock::new();
+    SECRETS.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("sessionfleet-test-secrets-")
+            .tempdir()
+            .expect("secrets dir")
+            .keep();
+        let path = dir.join("secrets.toml");
+        let mut f = security::compose::SecretsFile::new();
+        let (admin_password, replicator_password) = (
+            "admin-pw-for-tests".to_string(),
+            "replicator-pw-for-tests".to_string(),
+        );
+        f.user("admin", &admin_password, &[Role::Admin], 1000);
+        f.user("replicator", &replicator_password, &[Role::Replicator], 1000);
+        let admin_token = f.token("admin-token", &[Role::Admin]);
+        let app_token = f.token("app-token", &[Role::App]);
+        let replicator_token = f.token("replicator-token", &[Role::Replicator]);
+        let ops_token = f.token("ops-token", &[Role::Ops]);
+        f.write(&path).expect("write test secrets");
+        TestSecrets {
+            path,
+            admin_password,
+            replicator_password,
+            admin_token,
+            app_token,
+            replicator_token,
+            ops_token,
+        }
+    })
+}
+
+/// The edge-client credentials of an app server in tests.
+pub fn app_credentials() -> edge_client::Credentials {
+    edge_client::Credentials::token(&secrets().app_token).expect("app token")
+}
+
+/// `authorization: Bearer <admin token>`, for raw HTTP clients in tests.
+pub fn admin_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    let v = format!("Bearer {}", secrets().admin_token);
+    h.insert(reqwest::header::AUTHORIZATION, v.parse().expect("header value"));
+    h
+}
+
+/// A reqwest client sending the admin token.
+pub fn admin_reqwest() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(admin_headers())
+        .build()
+        .expect("reqwest client")
+}
+
+/// `http://admin:<password>@<addr>`: a CouchDB-style URL with credentials.
+pub fn admin_url(addr: SocketAddr) -> String {
+    format!("http://admin:{}@{addr}", secrets().admin_password)
+}
 
 /// A free port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_addr() -> SocketAddr {
@@ -24,18 +107,97 @@ pub struct Proc {
     pub grpc: SocketAddr,
     pub data_dir: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment it was started with (replayed by [`Proc::must_restart`]).
+    pub envs: Vec<(String, String)>,
+    /// The last [`LOG_LINES`] lines the process wrote to stderr.
+    pub log: Log,
+}
+
+/// How many stderr lines of a process are kept: enough to see why it failed.
+pub const LOG_LINES: usize = 1000;
+
+/// A process's recent stderr, kept out of the test output unless the test fails (when
+/// [`Proc`]'s drop prints it), so a failing test's own message is not buried in other
+/// processes' retry warnings.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<VecDeque<String>>>);
+
+impl Log {
+    fn follow(&self, stderr: impl std::io::Read + Send + 'static) {
+        let log = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut lines = log.0.lock().unwrap_or_else(|e| e.into_inner());
+                if lines.len() == LOG_LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
 }
 
 impl Proc {
-    /// Starts `sessionfleet <args>` and waits for its `ready` line.
-    pub fn must_start(args: Vec<String>, http: SocketAddr, grpc: SocketAddr, data_dir: &Path) -> Proc {
+    /// Starts `sessionfleet <args> --secrets <the shared test secrets>` (unless `args`
+    /// name a secrets file) and waits for its `ready` line.
+    pub fn must_start(mut args: Vec<String>, http: SocketAddr, grpc: SocketAddr, data_dir: &Path) -> Proc {
+        if !args.iter().any(|a| a == "--secrets") {
+            args.push("--secrets".into());
+            args.push(secrets().path.display().to_string());
+        }
+        Proc::must_start_as_given(args, http, grpc, data_dir)
+    }
+
+    /// Starts `sessionfleet <args>` exactly as given and waits for its `ready` line.
+    pub fn must_start_as_given(
+        args: Vec<String>,
+        http: SocketAddr,
+        grpc: SocketAddr,
+        data_dir: &Path,
+    ) -> Proc {
+        Proc::must_start_with_log(args, http, grpc, data_dir, "warn")
+    }
+
+    /// [`Proc::must_start_as_given`], logging at `level` (`SESSIONFLEET_LOG`).
+    pub fn must_start_with_log(
+        args: Vec<String>,
+        http: SocketAddr,
+        grpc: SocketAddr,
+        data_dir: &Path,
+        level: &str,
+    ) -> Proc {
+        Proc::must_start_with_env(args, http, grpc, data_dir, &[("SESSIONFLEET_LOG", level)])
+    }
+
+    /// [`Proc::must_start_as_given`] with extra environment variables (a preloaded
+    /// libfaketime, say). `SESSIONFLEET_LOG` defaults to `warn`.
+    pub fn must_start_with_env(
+        args: Vec<String>,
+        http: SocketAddr,
+        grpc: SocketAddr,
+        data_dir: &Path,
+        envs: &[(&str, &str)],
+    ) -> Proc {
         let mut child = Command::new(BIN)
             .args(&args)
             .env("SESSIONFLEET_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {BIN}: {e}"));
+        let log = Log::default();
+        log.follow(child.stderr.take().expect("piped stderr"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -48,7 +210,12 @@ impl Proc {
             Ok(line) if line.starts_with("ready ") => {}
             other => {
                 let _ = child.kill();
-                panic!("sessionfleet {args:?} did not become ready: {other:?}");
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "sessionfleet {args:?} did not become ready: {other:?}\n{}",
+                    log.lines().join("\n")
+                );
             }
         }
         Proc {
@@ -57,6 +224,8 @@ impl Proc {
             grpc,
             data_dir: data_dir.to_owned(),
             args,
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            log,
         }
     }
 
@@ -95,7 +264,8 @@ impl Proc {
 
     /// Starts the same command again (same ports, same data directory).
     pub fn must_restart(&self) -> Proc {
-        Proc::must_start(self.args.clone(), self.http, self.grpc, &self.data_dir)
+        let envs: Vec<(&str, &str)> = self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Proc::must_start_with_env(self.args.clone(), self.http, self.grpc, &self.data_dir, &envs)
     }
 }
 
@@ -103,11 +273,28 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- last stderr of sessionfleet {:?} ---", self.args);
+            for line in self.log.lines() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
 /// Starts a spoke replicating `databases` with the hub at `hub_grpc`.
 pub fn must_start_spoke(data_dir: &Path, hub_grpc: SocketAddr, datacentre: &str, extra: &[&str]) -> Proc {
+    must_start_spoke_with_env(data_dir, hub_grpc, datacentre, extra, &[])
+}
+
+/// [`must_start_spoke`] with extra environment variables.
+pub fn must_start_spoke_with_env(
+    data_dir: &Path,
+    hub_grpc: SocketAddr,
+    datacentre: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Proc {
     let (http, grpc) = (free_addr(), free_addr());
     let mut args: Vec<String> = vec![
         "spoke".into(),
@@ -127,7 +314,10 @@ pub fn must_start_spoke(data_dir: &Path, hub_grpc: SocketAddr, datacentre: &str,
         "500".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::must_start(args, http, grpc, data_dir)
+    if !args.iter().any(|a| a == "--secrets") {
+        args.extend(["--secrets".to_string(), secrets().path.display().to_string()]);
+    }
+    Proc::must_start_with_env(args, http, grpc, data_dir, envs)
 }
 
 /// Starts the hub (`datacentre` `None`) or a spoke of `datacentre` from topology file
@@ -151,11 +341,51 @@ pub fn must_start_from_topology(
     Proc::must_start(args, at.0, at.1, data)
 }
 
-/// A small JSON-over-HTTP client for tests.
-#[derive(Clone, Default)]
-pub struct Http(reqwest::Client);
+/// A small JSON-over-HTTP client for tests. `Http::default()` sends the admin token;
+/// [`Http::anonymous`] and [`Http::bearer`] send other credentials.
+#[derive(Clone)]
+pub struct Http(reqwest::Client, Option<String>);
+
+impl Default for Http {
+    fn default() -> Http {
+        Http::bearer(&secrets().admin_token)
+    }
+}
 
 impl Http {
+    /// A client sending no credentials.
+    pub fn anonymous() -> Http {
+        Http(reqwest::Client::new(), None)
+    }
+
+    /// A client sending `authorization: Bearer <token>`.
+    pub fn bearer(token: &str) -> Http {
+        Http(reqwest::Client::new(), Some(format!("Bearer {token}")))
+    }
+
+    /// A client sending HTTP Basic credentials.
+    pub fn basic(user: &str, password: &str) -> Http {
+        use base64::Engine;
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Http(reqwest::Client::new(), Some(format!("Basic {v}")))
+    }
+
+    /// This client's connection settings with other credentials (`None`: anonymous).
+    pub fn with_authorization(&self, value: Option<String>) -> Http {
+        Http(self.0.clone(), value)
+    }
+
+    fn request(&self, method: &str, url: &str) -> reqwest::RequestBuilder {
+        let r = self
+            .0
+            .request(method.parse().expect("method"), url)
+            .timeout(Duration::from_secs(30));
+        match &self.1 {
+            Some(v) => r.header(reqwest::header::AUTHORIZATION, v),
+            None => r,
+        }
+    }
+
     /// A client for `https://` nodes: trusts only the CAs of `ca_pem` (a bundle) and
     /// presents `identity` (certificate and key PEM) when given.
     pub fn tls(ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Http {
@@ -169,7 +399,10 @@ impl Http {
             let pem = [cert, key].concat();
             b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity PEM"));
         }
-        Http(b.build().expect("reqwest client"))
+        Http(
+            b.build().expect("reqwest client"),
+            Some(format!("Bearer {}", secrets().admin_token)),
+        )
     }
 
     pub async fn req(
@@ -178,10 +411,7 @@ impl Http {
         url: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut r = self
-            .0
-            .request(method.parse().expect("method"), url)
-            .timeout(Duration::from_secs(30));
+        let mut r = self.request(method, url);
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -200,7 +430,7 @@ impl Http {
 
     /// The body of a GET as text ("" on any failure), for `/_metrics`.
     pub async fn text(&self, url: &str) -> String {
-        match self.0.get(url).timeout(Duration::from_secs(30)).send().await {
+        match self.request("GET", url).send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         }
@@ -248,12 +478,9 @@ impl Proc {
 
 /// The sum of a Prometheus metric's samples at `node` whose line contains `label`.
 pub async fn metric_sum(node: &Proc, name: &str, label: &str) -> u64 {
-    let text = reqwest::get(format!("{}/_metrics", node.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = Http::bearer(&secrets().ops_token)
+        .text(&format!("{}/_metrics", node.base()))
+        .await;
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

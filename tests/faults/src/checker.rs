@@ -168,17 +168,32 @@ pub fn check(ops: &[Op], finals: &FinalStates, bounds: Bounds, checked_at: Durat
                 ancestry.parent.insert(rev.clone(), parent.clone());
             }
         }
-        if let (OpKind::Write { expires }, Outcome::Ok(Some(rev))) = (&op.kind, &op.outcome) {
+        let written = match &op.outcome {
+            Outcome::Ok(Some(rev)) => Some(rev),
+            Outcome::Unknown => op.unknown_rev.as_ref(),
+            _ => None,
+        };
+        if let (OpKind::Write { expires }, Some(rev)) = (&op.kind, written) {
             expiry_of.insert(rev, *expires);
         }
     }
 
-    // Newest acknowledged expiry per session: a session purged after it passed is not lost.
+    // Whether a session may have been purged by the end because its newest write that may have
+    // landed (acknowledged, or of unknown outcome: once purged, nothing shows whether it landed)
+    // had expired. Such a session is not lost.
+    let mut by_invocation: Vec<&Op> = ops.iter().collect();
+    by_invocation.sort_by_key(|op| op.invoked);
     let mut expired_by_end: HashMap<&str, bool> = HashMap::new();
-    for op in ops {
-        if let (OpKind::Write { expires }, Outcome::Ok(Some(_))) = (&op.kind, &op.outcome) {
-            let gone = expires.is_some_and(|e| e <= checked_at);
-            expired_by_end.insert(&op.key, gone);
+    for op in by_invocation {
+        match (&op.kind, &op.outcome) {
+            (OpKind::Write { expires }, Outcome::Ok(Some(_)) | Outcome::Unknown) => {
+                let gone = expires.is_some_and(|e| e <= checked_at);
+                expired_by_end.insert(&op.key, gone);
+            }
+            (OpKind::Delete, Outcome::Ok(Some(_))) => {
+                expired_by_end.insert(&op.key, false);
+            }
+            _ => {}
         }
     }
 
@@ -237,13 +252,25 @@ pub fn check(ops: &[Op], finals: &FinalStates, bounds: Bounds, checked_at: Durat
         }
     }
 
+    // The nodes' final states are read one after another, so a winner that expires while they
+    // are read is served by the first nodes and not by the later ones: it counts as gone.
+    let expiring = |rev: &str| {
+        expiry_of
+            .get(rev)
+            .copied()
+            .flatten()
+            .is_some_and(|e| e <= checked_at + bounds.expiry)
+    };
     let keys: BTreeSet<&String> = finals.values().flat_map(|d| d.keys()).collect();
     for key in keys {
         let winners: BTreeMap<String, Option<String>> = finals
             .iter()
             .map(|(node, docs)| (node.clone(), docs.get(key).and_then(|d| d.winner.clone())))
             .collect();
-        let distinct: BTreeSet<&Option<String>> = winners.values().collect();
+        let distinct: BTreeSet<Option<&str>> = winners
+            .values()
+            .map(|w| w.as_deref().filter(|rev| !expiring(rev)))
+            .collect();
         if distinct.len() > 1 {
             report.divergent.push((key.clone(), winners));
         }
@@ -410,6 +437,54 @@ mod tests {
             vec![("b".to_string(), "s".to_string(), "2-b".to_string())]
         );
         assert_eq!(r.divergent.len(), 1);
+    }
+
+    #[test]
+    fn a_session_purged_after_an_unknown_expiring_write_is_not_lost() {
+        // The acknowledged write lives for an hour; the later one, whose answer was lost,
+        // expired: once the sweeper purged the session nothing shows that it landed.
+        let mut unknown = op(
+            "s",
+            OpKind::Write {
+                expires: Some(Duration::from_millis(30)),
+            },
+            Some("1-a"),
+            (10, 20),
+            Outcome::Unknown,
+        );
+        unknown.unknown_rev = Some("2-b".into());
+        let ops = vec![
+            op(
+                "s",
+                OpKind::Write {
+                    expires: Some(Duration::from_secs(3600)),
+                },
+                None,
+                (0, 5),
+                ok("1-a"),
+            ),
+            unknown,
+        ];
+        let f = finals(&[("a", "t", doc(None, &[]))]);
+        check(&ops, &f, BOUND, END).assert_clean();
+        // An acknowledged delete afterwards leaves a tombstone: missing 1-a and 3-d is a loss.
+        let mut deleted = ops.clone();
+        deleted.push(op("s", OpKind::Delete, Some("2-b"), (30, 40), ok("3-d")));
+        assert_eq!(check(&deleted, &f, BOUND, END).lost.len(), 2);
+    }
+
+    #[test]
+    fn a_winner_expiring_while_the_nodes_are_read_is_not_divergence() {
+        let expires = Some(END - Duration::from_millis(50));
+        let ops = vec![op("s", OpKind::Write { expires }, None, (0, 5), ok("1-a"))];
+        // Read from `a` just before the expiry, from `b` just after.
+        let f = finals(&[
+            ("a", "s", doc(Some("1-a"), &["1-a"])),
+            ("b", "s", doc(None, &["1-a"])),
+        ]);
+        check(&ops, &f, BOUND, END).assert_clean();
+        let lives = vec![op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a"))];
+        assert_eq!(check(&lives, &f, BOUND, END).divergent.len(), 1);
     }
 
     #[test]
