@@ -1,17 +1,18 @@
 //! What an app server does with the edge-client: build it from the fleet's
 //! topology for its datacentre, then read (and write) sessions.
 //!
-//! Against the demo fleet (`cargo run --release -p sessionfleet -- demo` keeps
-//! one running while it tours; or start `sessionfleet hub`/`spoke` from
-//! `topology/examples/local.toml` yourself):
+//! Against the demo fleet: `cargo run --release -- demo --keep` leaves a secured
+//! fleet running and prints this exact command, with its app token and the secured
+//! topology file it wrote into its temporary directory; paste what it prints:
 //!
 //! ```sh
-//! cargo run -p edge-client --example read_session -- topology/examples/local.toml eu-west user-42
+//! SESSIONFLEET_TOKEN=<app token> cargo run -p edge-client --example read_session -- \
+//!     <demo directory>/topology.toml eu-west user-42
 //! ```
 
 use std::time::Duration;
 
-use edge_client::{ClientBuilder, ClientError, Source};
+use edge_client::{ClientBuilder, ClientError, Credentials, Source};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,9 +22,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     };
     let topology = topology::Topology::load(&file)?;
-    // Local spokes first, then the datacentre's failover chain; the read budget,
-    // hedging, cache size and staleness bound from the file's [client] section.
-    let client = ClientBuilder::from_topology(&topology, &dc)?.build()?;
+    // The app server's credentials: a token with the app role (`sessionfleet
+    // secrets token FILE NAME --role app`), or a client certificate.
+    let credentials = match std::env::var("SESSIONFLEET_TOKEN") {
+        Ok(token) => Credentials::token(&token)?,
+        Err(_) => Credentials::none(),
+    };
+    // Local spokes first, then the datacentre's failover chain; TLS with the
+    // fleet's CA from [tls]; the read budget, hedging, cache size and staleness
+    // bound from the file's [client] section.
+    let client = ClientBuilder::from_topology(&topology, &dc)?
+        .credentials(credentials)
+        .build()?;
 
     // What an app does on every request. The client serves an answer only if
     // its invalidation stream vouches for it, or it is younger than
