@@ -62,17 +62,21 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// A spoke and the proxy that carries its link to the hub.
+/// A spoke and the proxy that carries its link to the hub (none for the second node of a
+/// [`Fleet::pair`]).
 struct Spoke {
     name: String,
     proc: Proc,
-    link: FaultProxy,
+    link: Option<FaultProxy>,
 }
 
-/// A hub and spokes, each spoke dialling the hub through its own fault proxy.
+/// A hub and spokes, each spoke dialling the hub through its own fault proxy; or a
+/// [`Fleet::pair`] of standalone nodes.
 struct Fleet {
     hub: Proc,
     spokes: Vec<Spoke>,
+    /// Whether clients also write at the hub (a pair: both nodes take writes).
+    clients_at_hub: bool,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -97,15 +101,59 @@ impl Fleet {
             spokes.push(Spoke {
                 name: dc.to_string(),
                 proc,
-                link,
+                link: Some(link),
             });
             dirs.push(dir);
         }
         Fleet {
             hub,
             spokes,
+            clients_at_hub: false,
             _dirs: dirs,
         }
+    }
+
+    /// Two standalone nodes, "a" (in the `hub` slot) and "b", replicating [`DB`] both ways
+    /// through continuous `_replicator` documents, as two CouchDBs would: the seed's
+    /// "let's break everything" setup.
+    async fn pair() -> Fleet {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        let a = Proc::must_start_hub(dirs[0].path());
+        let b = Proc::must_start_hub(dirs[1].path());
+        let http = Http::default();
+        for node in [&a, &b] {
+            let url = format!("{}/{DB}?expiry_field=expires_at", node.base());
+            http.must("PUT", &url, None, 201).await;
+        }
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            let source = format!(
+                "http://replicator:{}@{}/{DB}",
+                secrets().replicator_password,
+                from.http
+            );
+            let doc = json!({"source": source, "target": DB, "continuous": true});
+            let url = format!("{}/_replicator/from-{}", to.base(), from.http.port());
+            http.must("PUT", &url, Some(doc), 201).await;
+        }
+        Fleet {
+            hub: a,
+            spokes: vec![Spoke {
+                name: "b".into(),
+                proc: b,
+                link: None,
+            }],
+            clients_at_hub: true,
+            _dirs: dirs,
+        }
+    }
+
+    /// The nodes clients write at: the spokes, and the hub too in a pair.
+    fn writable(&self) -> Vec<(String, String)> {
+        let mut nodes = self.nodes();
+        if !self.clients_at_hub {
+            nodes.remove(0);
+        }
+        nodes
     }
 
     /// Every node, hub first, with a name for reports.
@@ -116,8 +164,8 @@ impl Fleet {
     }
 
     fn set_links(&self, faults: Faults) {
-        for s in &self.spokes {
-            s.link.set(faults);
+        for link in self.spokes.iter().filter_map(|s| s.link.as_ref()) {
+            link.set(faults);
         }
     }
 
@@ -395,7 +443,7 @@ struct Load {
 }
 
 impl Load {
-    /// Two clients per spoke, each with its own sessions unless `shared` (then every client
+    /// Two clients per writable node, each with its own sessions unless `shared` (then every client
     /// edits the same few sessions, from every datacentre).
     fn start(fleet: &Fleet, shared: bool) -> Load {
         let history = Arc::new(History::new());
@@ -409,7 +457,7 @@ impl Load {
         let mut tasks = Vec::new();
         let mut all_keys = Vec::new();
         let mut id = 0;
-        for s in &fleet.spokes {
+        for (name, base) in fleet.writable() {
             for _ in 0..2 {
                 let keys: Vec<String> = if shared {
                     (0..4).map(|k| format!("shared-{k}")).collect()
@@ -419,8 +467,8 @@ impl Load {
                 all_keys.extend(keys.iter().cloned());
                 tasks.push(tokio::spawn(client(
                     id,
-                    s.name.clone(),
-                    s.proc.base(),
+                    name.clone(),
+                    base.clone(),
                     keys,
                     history.clone(),
                     start_unix,
@@ -674,6 +722,37 @@ async fn conflicting_writes_and_deletes_during_a_partition_converge() {
         r.failed > 0,
         "shared sessions never conflicted: the scenario did not test conflicts\n{r}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_replicating_both_ways_survive_being_killed_in_turn() {
+    let mut fleet = Fleet::pair().await;
+    let load = Load::start(&fleet, false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fault_start = load.history.now();
+    for round in 0..rounds(4, 20) {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        // SIGKILL one node, then the other, each restarted on its ports and data directory;
+        // its _replicator job resumes from its checkpoint, the survivor's job retries.
+        let victim = if round % 2 == 0 {
+            &mut fleet.hub
+        } else {
+            &mut fleet.spokes[0].proc
+        };
+        let _ = victim.child.kill();
+        let _ = victim.child.wait();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        *victim = victim.must_restart();
+    }
+    let fault_end = load.history.now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(
+        "two nodes, _replicator both ways, each SIGKILLed in turn x N",
+        &fleet,
+        load,
+        (fault_start, fault_end),
+    )
+    .await;
 }
 
 /// libfaketime, as Debian's `faketime`/`libfaketime` packages install it.
