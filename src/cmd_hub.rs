@@ -38,9 +38,14 @@ pub(crate) struct NodeArgs {
     /// Most documents or ids in one bulk request.
     #[arg(long, env = "SESSIONFLEET_MAX_BULK_DOCS", default_value_t = 10_000)]
     pub max_bulk_docs: usize,
-    /// Most concurrent HTTP connections.
-    #[arg(long, env = "SESSIONFLEET_MAX_CONNECTIONS", default_value_t = 4096)]
+    /// Most concurrent HTTP connections; beyond it a connection gets 503 and is
+    /// closed. The open-files limit is raised to fit it at start.
+    #[arg(long, env = "SESSIONFLEET_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
+    /// Most requests worked on at once (HTTP and gRPC; feeds and streams do not
+    /// count); beyond it requests get 503 + Retry-After or RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "SESSIONFLEET_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
     /// Seconds allowed for a client to send a request's headers; also how long an
     /// idle keep-alive connection waits for its next request.
     #[arg(long, env = "SESSIONFLEET_HEADER_TIMEOUT_SECS", default_value_t = 10)]
@@ -147,6 +152,38 @@ impl NodeArgs {
         crate::secure::node_auth(self.secrets.as_deref(), topology, &placement.data_dir, shutdown)
     }
 
+    /// Raises the soft open-files limit to the hard one: every connection is a
+    /// descriptor, and the usual soft default (1024) is far below `--max-connections`.
+    pub fn raise_open_files_limit(&self) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+        let raised = unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0
+                && (lim.rlim_cur >= lim.rlim_max || {
+                    let wanted = libc::rlimit {
+                        rlim_cur: lim.rlim_max,
+                        rlim_max: lim.rlim_max,
+                    };
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 && {
+                        lim = wanted;
+                        true
+                    }
+                })
+        };
+        // Descriptors besides client connections: RocksDB files, gRPC, replication.
+        let needed = (self.max_connections as u64).saturating_add(1024);
+        if !raised || lim.rlim_cur < needed {
+            tracing::warn!(
+                open_files = lim.rlim_cur,
+                needed,
+                "the open-files limit is below --max-connections plus a reserve; raise it (LimitNOFILE= in the unit) or lower --max-connections"
+            );
+        }
+    }
+
     pub fn server_config(
         &self,
         placement: &Placement,
@@ -165,6 +202,7 @@ impl NodeArgs {
                 header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
                 max_connections: self.max_connections.max(1),
+                max_in_flight: self.max_in_flight.max(1),
                 ..Limits::default()
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
@@ -199,6 +237,7 @@ pub(crate) struct HubArgs {
 
 pub(crate) async fn run(args: HubArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_on_signals()?;
+    args.node.raise_open_files_limit();
     let watcher = args
         .node
         .topology

@@ -52,6 +52,7 @@ pub(crate) struct SpokeArgs {
 
 pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
     let shutdown = crate::shutdown_on_signals()?;
+    args.node.raise_open_files_limit();
     let watcher = args
         .node
         .topology

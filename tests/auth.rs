@@ -8,27 +8,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use proto::v1::replication_client::ReplicationClient;
-use proto::v1::sessions_client::SessionsClient;
 use proto::v1::{DbInfoRequest, GetRequest, PutRequest};
 use serde_json::json;
 use support::*;
 use tonic::Code;
 
 const DB: &[&str] = &["--database", "sessions"];
-
-fn grpc_request<T>(msg: T, authorization: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Some(v) = authorization {
-        r.metadata_mut().insert("authorization", v.parse().unwrap());
-    }
-    r
-}
-
-async fn sessions(node: &Proc) -> SessionsClient<tonic::transport::Channel> {
-    SessionsClient::connect(format!("http://{}", node.grpc))
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_needs_its_role_over_http() {

@@ -20,8 +20,12 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time allowed to receive a whole request body.
     pub body_timeout: Duration,
-    /// Most concurrent client connections (HTTP); more wait to be accepted.
+    /// Most concurrent client connections (HTTP); beyond it a connection is answered
+    /// 503 and closed.
     pub max_connections: usize,
+    /// Most requests worked on at once, HTTP and gRPC together; beyond it requests get
+    /// 503 + `Retry-After` / `RESOURCE_EXHAUSTED` at once. Feeds and streams do not count.
+    pub max_in_flight: usize,
     /// Longest a changes feed may stay open without a change (`timeout` cap).
     pub max_feed_timeout: Duration,
 }
@@ -33,7 +37,8 @@ impl Default for Limits {
             max_bulk_docs: 10_000,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            max_connections: 4096,
+            max_connections: 16_384,
+            max_in_flight: 1024,
             max_feed_timeout: Duration::from_secs(3600),
         }
     }

@@ -20,6 +20,7 @@
 //!   (address, certificate identity) handlers see;
 //! - `metrics`: the Prometheus recorder behind `GET /_metrics`.
 
+mod admission;
 pub mod auth;
 pub mod config;
 pub mod fleet;

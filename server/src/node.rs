@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub fleet: Arc<Fleet>,
     /// How both listeners secure their connections.
     pub transport: Arc<Transport>,
+    /// The in-flight bound of both listeners.
+    pub admission: crate::admission::Admission,
 }
 
 /// A node about to serve: bind first (so callers learn the real ports), then run.
@@ -81,6 +83,7 @@ impl Node {
         let fleet = Arc::new(Fleet::default());
         let transport = Arc::new(Transport::new(config.tls.clone(), config.limits.header_timeout));
         let shared = Arc::new(Shared {
+            admission: crate::admission::Admission::new(config.limits.max_in_flight),
             transport,
             store,
             config,

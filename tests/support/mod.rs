@@ -231,8 +231,13 @@ impl Proc {
 
     /// Starts a standalone hub.
     pub fn must_start_hub(data_dir: &Path) -> Proc {
+        Proc::must_start_hub_with(data_dir, &[])
+    }
+
+    /// Starts a standalone hub with `extra` flags.
+    pub fn must_start_hub_with(data_dir: &Path, extra: &[&str]) -> Proc {
         let (http, grpc) = (free_addr(), free_addr());
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "hub".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
@@ -241,6 +246,7 @@ impl Proc {
             "--grpc".into(),
             grpc.to_string(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         Proc::must_start(args, http, grpc, data_dir)
     }
 
@@ -447,6 +453,23 @@ impl Http {
         assert_eq!(status, want, "{method} {url} -> {v}");
         v
     }
+}
+
+/// A gRPC request carrying `authorization` metadata (e.g. `Bearer …`) if given.
+pub fn grpc_request<T>(msg: T, authorization: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(v) = authorization {
+        r.metadata_mut()
+            .insert("authorization", v.parse().expect("authorization is ASCII"));
+    }
+    r
+}
+
+/// A plaintext `Sessions` client of `node`.
+pub async fn sessions(node: &Proc) -> proto::v1::sessions_client::SessionsClient<tonic::transport::Channel> {
+    proto::v1::sessions_client::SessionsClient::connect(format!("http://{}", node.grpc))
+        .await
+        .expect("connect to the node's gRPC port")
 }
 
 /// Polls `check` until it returns true or `within` passes; panics with `what`.

@@ -30,6 +30,14 @@ impl SessionsService {
         SessionsService { shared }
     }
 
+    /// Sheds the call at capacity (see [`crate::admission`]).
+    fn admit(&self) -> Result<crate::admission::Admitted, Status> {
+        self.shared
+            .admission
+            .try_admit("grpc")
+            .map_err(|o| Status::resource_exhausted(o.reason()))
+    }
+
     fn db(&self, name: &str) -> Result<Database, Status> {
         let name = DbName::new(name).map_err(to_status)?;
         self.shared.store.db(&name).map_err(to_status)
@@ -71,6 +79,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 #[tonic::async_trait]
 impl Sessions for SessionsService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let _admitted = self.admit()?;
         let started = Instant::now();
         let req = req.into_inner();
         let r = self.db(&req.db).and_then(|db| Self::get_one(&db, &req.id));
@@ -79,6 +88,7 @@ impl Sessions for SessionsService {
     }
 
     async fn batch_get(&self, req: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
+        let _admitted = self.admit()?;
         let started = Instant::now();
         let req = req.into_inner();
         if req.ids.len() > self.shared.config.limits.max_bulk_docs {
@@ -101,6 +111,7 @@ impl Sessions for SessionsService {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let _admitted = self.admit()?;
         let started = Instant::now();
         let req = req.into_inner();
         let r = async {
@@ -120,6 +131,7 @@ impl Sessions for SessionsService {
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let _admitted = self.admit()?;
         let started = Instant::now();
         let req = req.into_inner();
         let r = async {

@@ -12,6 +12,8 @@ pub(crate) struct ApiError {
     pub status: StatusCode,
     pub error: &'static str,
     pub reason: String,
+    /// Seconds for a `Retry-After` header (shed load).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -26,6 +28,15 @@ impl ApiError {
             status,
             error,
             reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 503 with `Retry-After`: the node sheds load (see [`crate::admission`]).
+    pub fn overloaded(o: crate::admission::Overloaded) -> ApiError {
+        ApiError {
+            retry_after: Some(crate::admission::Overloaded::RETRY_AFTER_SECS),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", o.reason())
         }
     }
 
@@ -68,7 +79,9 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        if self.status.is_server_error() {
+        // Shed requests are counted (`requests_shed_total`), not logged one by one:
+        // an overloaded node must not also flood its log.
+        if self.status.is_server_error() && self.retry_after.is_none() {
             tracing::error!(status = %self.status, error = self.error, reason = %self.reason, "request failed");
         }
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
@@ -79,6 +92,10 @@ impl ApiError {
                 reason: &self.reason,
             },
         );
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from(secs));
+        }
         if unauthorized {
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
