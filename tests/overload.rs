@@ -271,3 +271,76 @@ async fn beyond_its_connection_limit_a_node_answers_503_and_keeps_serving_the_ad
     }
     assert!(ok, "a slot freed by a closed connection was never reused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_client_reads_from_its_next_target_while_the_local_spoke_sheds() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hub = Proc::must_start_hub(dirs[0].path());
+    let spoke = must_start_spoke(
+        dirs[1].path(),
+        hub.grpc,
+        "eu-west",
+        &["--database", "sessions", "--max-in-flight", "1"],
+    );
+    let http = Http::default();
+    for i in 0..100 {
+        let url = format!("{}/sessions/u{i}", spoke.base());
+        // The spoke admits one request at a time: retry the setup writes it sheds.
+        must_eventually("a setup write admitted", Duration::from_secs(5), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.req("PUT", &url, Some(json!({"user": i}))).await.0 == 201 }
+        })
+        .await;
+    }
+    let hub_base = hub.base();
+    must_eventually("the sessions reached the hub", Duration::from_secs(20), || {
+        let (http, base) = (http.clone(), hub_base.clone());
+        async move { http.req("GET", &format!("{base}/sessions"), None).await.1["doc_count"] == 100 }
+    })
+    .await;
+
+    let client = edge_client::Client::builder()
+        .credentials(app_credentials())
+        .local("local", format!("http://{}", spoke.grpc))
+        .fallback("hub", format!("http://{}", hub.grpc))
+        .deadline(Duration::from_millis(500))
+        .fallback_deadline(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Durable writes keep the spoke's one slot busy (an fsync each) while 100 different
+    // sessions are read at once: the spoke sheds many reads; the hub answers them.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, base, stop) = (admin_reqwest(), spoke.base(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let url = format!("{base}/sessions/busy-{w}-{n}");
+                let _ = client.put(url).json(&json!({"n": n})).send().await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut reads = Vec::new();
+    for i in 0..100 {
+        let c = client.clone();
+        reads.push(tokio::spawn(async move {
+            (i, c.get("sessions", &format!("u{i}")).await)
+        }));
+    }
+    for r in reads {
+        let (i, got) = r.await.unwrap();
+        let session = got.unwrap_or_else(|e| panic!("u{i}: {e}"));
+        assert!(session.is_some(), "u{i} not found");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        metric_sum(&spoke, "requests_shed_total", "grpc").await > 0,
+        "the spoke shed nothing: the test tested nothing"
+    );
+}

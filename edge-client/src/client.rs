@@ -90,7 +90,9 @@ enum CallError {
 fn classify(s: &tonic::Status) -> CallError {
     match s.code() {
         Code::NotFound => CallError::NoDatabase,
-        Code::InvalidArgument | Code::Aborted | Code::AlreadyExists | Code::ResourceExhausted => {
+        // RESOURCE_EXHAUSTED on a read is a node shedding load (or a batch over its
+        // limit, refused again elsewhere at the cost of one call): try the next target.
+        Code::InvalidArgument | Code::Aborted | Code::AlreadyExists => {
             CallError::Reject(s.code(), s.message().to_owned())
         }
         _ => CallError::Retry(format!("{:?}: {}", s.code(), s.message())),
@@ -1026,11 +1028,15 @@ where
         Err(_) => Err(WriteError::Ambiguous(format!("no answer within {ours:?}"))),
         Ok(Ok(rev)) => Ok(rev),
         Ok(Err(s)) if never_sent(&s) => Err(WriteError::NotSent(format!("{:?}: {}", s.code(), s.message()))),
+        // Shed load or a full disk: refused before anything was written, so the
+        // write may go to the next target.
+        Ok(Err(s)) if s.code() == Code::ResourceExhausted => {
+            Err(WriteError::NotSent(format!("{:?}: {}", s.code(), s.message())))
+        }
         Ok(Err(s)) => match s.code() {
             Code::InvalidArgument
             | Code::Aborted
             | Code::AlreadyExists
-            | Code::ResourceExhausted
             | Code::NotFound
             | Code::FailedPrecondition => Err(WriteError::Reject(s.code(), s.message().to_owned())),
             _ => Err(WriteError::Ambiguous(format!("{:?}: {}", s.code(), s.message()))),

@@ -18,12 +18,15 @@
 //!   `replicator` crate's) and their `_active_tasks` progress;
 //! - [`transport`]: plaintext or TLS connections and the [`transport::Peer`]
 //!   (address, certificate identity) handlers see;
-//! - `metrics`: the Prometheus recorder behind `GET /_metrics`.
+//! - `metrics`: the Prometheus recorder behind `GET /_metrics`;
+//! - `fuzzing`: the parsers behind the listeners, for the fuzz targets in `fuzz/`.
 
 mod admission;
 pub mod auth;
 pub mod config;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod http;
 mod metrics;

@@ -36,6 +36,30 @@ pub(crate) fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Sets the process gauges a leak shows in: resident memory, open descriptors, threads
+/// and live tokio tasks (the soak test watches their slope). Linux `/proc`; elsewhere
+/// only the task count.
+pub(crate) fn record_process() {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!("process_tokio_alive_tasks").set(h.metrics().num_alive_tasks() as f64);
+    }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        for line in status.lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next().and_then(|v| v.parse::<f64>().ok())) {
+                (Some("VmRSS:"), Some(kib)) => {
+                    metrics::gauge!("process_resident_memory_bytes").set(kib * 1024.0)
+                }
+                (Some("Threads:"), Some(n)) => metrics::gauge!("process_threads").set(n),
+                _ => {}
+            }
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("process_open_fds").set(fds.count() as f64);
+    }
+}
+
 /// Drains histogram samples in the background for the life of the process. A plain thread, not
 /// a task: the recorder may be installed before (or outside) any runtime.
 fn spawn_upkeep(handle: PrometheusHandle) {

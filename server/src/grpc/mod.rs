@@ -19,6 +19,7 @@ use crate::auth::{check, Need, Refusal};
 use crate::node::Shared;
 use crate::transport::Peer;
 
+pub(crate) use replication::merge_revisions;
 pub(crate) use status::to_status;
 
 impl From<Refusal> for Status {

@@ -141,6 +141,44 @@ fn parse_doc_revs(d: &DocRevs) -> Result<(DocId, Vec<Rev>), Status> {
     Ok((id, revs))
 }
 
+/// Merges revisions a peer pushed into `db`: those that do not parse, and those the
+/// store refuses, come back as per-document errors; the rest are durable on `Ok`.
+/// Nothing of the batch is durable on `Err`: the whole call fails, to be retried.
+///
+/// Public for the fuzz target that feeds it decoded `WriteRevs` messages.
+pub async fn merge_revisions(db: &Database, revisions: Vec<Revision>) -> store::Result<Vec<WriteError>> {
+    let mut errors = Vec::new();
+    let mut docs = Vec::with_capacity(revisions.len());
+    for r in revisions {
+        let parsed = DocId::new(&r.id).and_then(|id| {
+            Ok(Replicated {
+                id,
+                path: r.path.iter().map(|p| p.parse()).collect::<Result<_, _>>()?,
+                deleted: r.deleted,
+                body: r.body.to_vec(),
+            })
+        });
+        match parsed {
+            Ok(d) => docs.push(d),
+            Err(e) => errors.push(WriteError {
+                id: r.id,
+                rev: r.path.first().cloned().unwrap_or_default(),
+                error: "bad_request".into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    for f in db.merge_reporting(docs).await? {
+        errors.push(WriteError {
+            id: f.id.to_string(),
+            rev: f.rev.map(|r| r.to_string()).unwrap_or_default(),
+            error: "rejected".into(),
+            reason: f.error.to_string(),
+        });
+    }
+    Ok(errors)
+}
+
 fn revs_strings(revs: &[Rev]) -> Vec<String> {
     revs.iter().map(Rev::to_string).collect()
 }
@@ -364,36 +402,7 @@ impl Replication for ReplicationService {
         self.check_count(req.revisions.len())?;
         let db = self.db(&req.db)?;
         self.shared.fleet.pushed(&caller.name(&req.peer)?);
-        let mut errors = Vec::new();
-        let mut docs = Vec::with_capacity(req.revisions.len());
-        for r in req.revisions {
-            let parsed = DocId::new(&r.id).and_then(|id| {
-                Ok(Replicated {
-                    id,
-                    path: r.path.iter().map(|p| p.parse()).collect::<Result<_, _>>()?,
-                    deleted: r.deleted,
-                    body: r.body.to_vec(),
-                })
-            });
-            match parsed {
-                Ok(d) => docs.push(d),
-                Err(e) => errors.push(WriteError {
-                    id: r.id,
-                    rev: r.path.first().cloned().unwrap_or_default(),
-                    error: "bad_request".into(),
-                    reason: e.to_string(),
-                }),
-            }
-        }
-        // Nothing of the batch is durable on Err: the whole call fails, to be retried.
-        for f in db.merge_reporting(docs).await.map_err(to_status)? {
-            errors.push(WriteError {
-                id: f.id.to_string(),
-                rev: f.rev.map(|r| r.to_string()).unwrap_or_default(),
-                error: "rejected".into(),
-                reason: f.error.to_string(),
-            });
-        }
+        let errors = merge_revisions(&db, req.revisions).await.map_err(to_status)?;
         Ok(Response::new(WriteRevsResponse { errors }))
     }
 

@@ -125,6 +125,11 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// The metrics label of the endpoint a request goes to, or the error it gets.
+pub(crate) fn route(method: &hyper::Method, uri: &hyper::Uri) -> Result<&'static str, error::ApiError> {
+    Endpoint::parse(method, uri).map(|e| e.label())
+}
+
 /// Refuses a caller without the role `endpoint` needs (nothing to check when the
 /// node has no authenticator).
 async fn authorize(

@@ -55,6 +55,7 @@ pub(crate) fn metrics(shared: &Shared) -> Response<Body> {
         }
     }
     metrics::gauge!("node_uptime_seconds").set(shared.started.elapsed().as_secs_f64());
+    crate::metrics::record_process();
     let text = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
     let mut r = Response::new(full(text));
     r.headers_mut().insert(
