@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rocksdb::{Direction, IteratorMode, ReadOptions as RocksReadOptions, Snapshot};
 
 use crate::db_state::DbState;
-use crate::document::{read_expiry, Doc, DocInput};
+use crate::document::{check_body, read_expiry, Doc, DocInput};
 use crate::error::{Error, Result};
 use crate::keys::{self, CF_BODIES, CF_DOCS, CF_LOCAL, DB_CFS};
 use crate::names::{DbName, DocId, LocalId};
@@ -30,7 +30,8 @@ pub struct Edit {
 
 impl Edit {
     /// An update (or, with `parent: None`, a creation) with a new body.
-    /// The body must be a canonical body such as [`DocInput::body`].
+    /// The body must be a canonical body such as [`DocInput::body`]; anything else is
+    /// refused with [`Error::InvalidDocument`] when the edit is applied.
     pub fn new(id: DocId, parent: Option<Rev>, body: Vec<u8>) -> Edit {
         Edit {
             id,
@@ -295,11 +296,10 @@ impl Database {
         Ok(())
     }
 
+    /// Validates a body and reads its expiry (a tombstone never expires).
     fn leaf_data(&self, deleted: bool, body: &[u8]) -> Result<LeafData> {
-        let expires_at = match &self.state.expiry_field {
-            Some(field) if !deleted => read_expiry(body, field)?,
-            _ => None,
-        };
+        let field = self.state.expiry_field.as_deref().filter(|_| !deleted);
+        let expires_at = check_body(body, field)?;
         Ok(LeafData { deleted, expires_at })
     }
 

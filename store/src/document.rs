@@ -237,7 +237,46 @@ pub(crate) fn parse_members(text: &str) -> Result<Vec<(String, &RawValue)>, Erro
         }
     })?;
     de.end().map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    // Values are kept raw, and the raw pass does not pair `\u` escapes: a lone
+    // surrogate ("\ud800") would be stored and then refused by strict readers (an
+    // app's serde_json) on every read. Decode fully when an escape is present.
+    if text.contains("\\u") {
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
+    }
     Ok(members.0)
+}
+
+/// Checks a body handed to the store ready-made (a replicated revision, an [`Edit`]
+/// built by a caller) and reads its expiry member if `expiry_field` is given: it must
+/// be what [`DocInput::parse`] produces, a JSON object without special members.
+/// Reads splice the body into their answer, so anything else would make every read of
+/// the document invalid JSON.
+///
+/// [`Edit`]: crate::Edit
+pub(crate) fn check_body(body: &[u8], expiry_field: Option<&str>) -> Result<Option<u64>, Error> {
+    let text = std::str::from_utf8(body).map_err(|e| invalid(format!("body is not valid UTF-8: {e}")))?;
+    let mut expiry = None;
+    for (key, value) in parse_members(text)? {
+        if key.starts_with('_') {
+            return Err(invalid(format!("Bad special document member: {key}")));
+        }
+        if Some(key.as_str()) == expiry_field {
+            expiry = Some(expiry_value(value, &key)?);
+        }
+    }
+    Ok(expiry)
+}
+
+fn expiry_value(value: &RawValue, field: &str) -> Result<u64, Error> {
+    let n: f64 = serde_json::from_str(value.get()).map_err(|_| {
+        invalid(format!(
+            "expiry member {field:?} must be a number of unix seconds"
+        ))
+    })?;
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err(invalid(format!("expiry member {field:?} must be non-negative")));
+    }
+    Ok(n.ceil() as u64)
 }
 
 /// Reads an expiry time (unix seconds) from a body member.
@@ -248,15 +287,7 @@ pub(crate) fn read_expiry(body: &[u8], field: &str) -> Result<Option<u64>, Error
     let text = std::str::from_utf8(body).map_err(|e| invalid(e.to_string()))?;
     for (key, value) in parse_members(text)? {
         if key == field {
-            let n: f64 = serde_json::from_str(value.get()).map_err(|_| {
-                invalid(format!(
-                    "expiry member {field:?} must be a number of unix seconds"
-                ))
-            })?;
-            if !(n >= 0.0 && n.is_finite()) {
-                return Err(invalid(format!("expiry member {field:?} must be non-negative")));
-            }
-            return Ok(Some(n.ceil() as u64));
+            return expiry_value(value, field).map(Some);
         }
     }
     Ok(None)

@@ -69,6 +69,10 @@ async fn bad_input_changes_nothing() {
         b"{\"_bogus\":1}",
         b"{not json}",
         b"{\"a\":1",
+        // A lone surrogate escape: found by fuzz/fuzz_targets/document_json.rs. Stored,
+        // it would be refused by strict readers on every read.
+        br#"{"u":"\ude08"}"#,
+        br#"{"u":"\ud800x"}"#,
     ] {
         assert!(matches!(
             DocInput::parse(bad, 4096),
@@ -107,6 +111,30 @@ async fn bad_input_changes_nothing() {
         db.put_local(&LocalId::new("l").unwrap(), 0, big).await,
         Err(Error::DocumentTooLarge { .. })
     ));
+    // Ready-made bodies that are not canonical (not JSON, not an object, a special
+    // member, a lone surrogate), from a peer or a caller: reads splice bodies into their
+    // answers, so these would make every read of the document invalid JSON.
+    for bad in [
+        &b"not json"[..],
+        b"[1]",
+        br#"{"_id":"x"}"#,
+        br#"{"u":"\udc00"}"#,
+        b"\xff",
+    ] {
+        let r = db
+            .merge(vec![Replicated {
+                id: id("raw"),
+                path: vec![rev("1-a")],
+                deleted: false,
+                body: bad.to_vec(),
+            }])
+            .await;
+        assert!(matches!(r[0], Err(Error::InvalidDocument { .. })), "{r:?}");
+        let r = db.put(Edit::new(id("raw"), None, bad.to_vec())).await;
+        assert!(matches!(r, Err(Error::InvalidDocument { .. })), "{r:?}");
+    }
+    // A surrogate pair is fine.
+    assert!(DocInput::parse(br#"{"u":"\ud83d\ude00"}"#, 4096).is_ok());
     // Replicated paths with gaps or no revisions.
     let r = db
         .merge(vec![
