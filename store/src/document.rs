@@ -64,6 +64,7 @@ impl DocInput {
             reason: format!("body is not valid UTF-8: {e}"),
         })?;
         let members = parse_members(text)?;
+        check_strict(text)?;
         DocInput::from_members(members)
     }
 
@@ -237,13 +238,16 @@ pub(crate) fn parse_members(text: &str) -> Result<Vec<(String, &RawValue)>, Erro
         }
     })?;
     de.end().map_err(|e| invalid(format!("invalid JSON: {e}")))?;
-    // Values are kept raw, and the raw pass does not pair `\u` escapes: a lone
-    // surrogate ("\ud800") would be stored and then refused by strict readers (an
-    // app's serde_json) on every read. Decode fully when an escape is present.
-    if text.contains("\\u") {
-        serde_json::from_str::<serde_json::Value>(text).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
-    }
     Ok(members.0)
+}
+
+/// Refuses what the raw pass of [`parse_members`] lets through but strict readers (an
+/// app's serde_json) refuse on every read: a lone surrogate escape ("\ud800"), a number
+/// beyond the range of a double ("1e999"). Write paths only: a full decode.
+fn check_strict(text: &str) -> Result<(), Error> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map(drop)
+        .map_err(|e| invalid(format!("invalid JSON: {e}")))
 }
 
 /// Checks a body handed to the store ready-made (a replicated revision, an [`Edit`]
@@ -256,7 +260,9 @@ pub(crate) fn parse_members(text: &str) -> Result<Vec<(String, &RawValue)>, Erro
 pub(crate) fn check_body(body: &[u8], expiry_field: Option<&str>) -> Result<Option<u64>, Error> {
     let text = std::str::from_utf8(body).map_err(|e| invalid(format!("body is not valid UTF-8: {e}")))?;
     let mut expiry = None;
-    for (key, value) in parse_members(text)? {
+    let members = parse_members(text)?;
+    check_strict(text)?;
+    for (key, value) in members {
         if key.starts_with('_') {
             return Err(invalid(format!("Bad special document member: {key}")));
         }

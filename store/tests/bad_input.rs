@@ -73,6 +73,10 @@ async fn bad_input_changes_nothing() {
         // it would be refused by strict readers on every read.
         br#"{"u":"\ude08"}"#,
         br#"{"u":"\ud800x"}"#,
+        // A number beyond a double's range: also found by the fuzzer.
+        br#"{"n":[0,11111111e81111111111111112]}"#,
+        b"{\"n\":1e999}",
+        br#"{"f":0.5e3151}"#,
     ] {
         assert!(matches!(
             DocInput::parse(bad, 4096),
