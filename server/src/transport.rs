@@ -185,7 +185,11 @@ impl AsyncWrite for Conn {
     fn is_write_vectored(&self) -> bool {
         match &self.io {
             Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
+            // rustls seals every slice of a vectored write as a record of its own, so
+            // a response written as headers + body costs two records (two AEAD passes,
+            // two socket writes). Saying "not vectored" makes hyper flatten the
+            // response into one buffer first: one record per response.
+            Io::Tls(_) => false,
         }
     }
 
