@@ -13,7 +13,7 @@
 //! "a read returned a revision the delete had superseded" is decided from what clients saw, not
 //! from the store's own account.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -50,6 +50,23 @@ impl Ancestry {
             }
         }
         false
+    }
+
+    /// `revs` and every ancestor of them the history knows. A node's tree keeps only the
+    /// newest `revs_limit` generations of a path (stemming): an older revision that an edit
+    /// held by the node built on is part of its history all the same.
+    fn lineage<'a>(&'a self, revs: impl IntoIterator<Item = &'a String>) -> HashSet<&'a str> {
+        let mut seen = HashSet::new();
+        for rev in revs {
+            let mut cur = Some(rev.as_str());
+            while let Some(r) = cur {
+                if !seen.insert(r) {
+                    break;
+                }
+                cur = self.parent.get(r).map(String::as_str);
+            }
+        }
+        seen
     }
 }
 
@@ -197,11 +214,24 @@ pub fn check(ops: &[Op], finals: &FinalStates, bounds: Bounds, checked_at: Durat
         }
     }
 
-    let held_anywhere = |rev: &str| {
-        finals
-            .values()
-            .any(|docs| docs.values().any(|d| d.revs.contains(rev)))
+    // Node → session → its revisions and their known ancestors (see `Ancestry::lineage`).
+    let lineages: BTreeMap<&str, HashMap<&str, HashSet<&str>>> = finals
+        .iter()
+        .map(|(node, docs)| {
+            let per_key = docs
+                .iter()
+                .map(|(key, d)| (key.as_str(), ancestry.lineage(&d.revs)))
+                .collect();
+            (node.as_str(), per_key)
+        })
+        .collect();
+    let held = |node: &str, key: &str, rev: &str| {
+        lineages
+            .get(node)
+            .and_then(|docs| docs.get(key))
+            .is_some_and(|l| l.contains(rev))
     };
+    let held_anywhere = |key: &str, rev: &str| lineages.keys().any(|node| held(node, key, rev));
 
     for op in ops {
         match (&op.kind, &op.outcome) {
@@ -237,15 +267,19 @@ pub fn check(ops: &[Op], finals: &FinalStates, bounds: Bounds, checked_at: Durat
                 }
             }
             (_, Outcome::Ok(Some(rev))) => {
-                for (node, docs) in finals {
-                    let held = docs.get(&op.key).is_some_and(|d| d.revs.contains(rev));
+                for node in finals.keys() {
                     let purged = expired_by_end.get(op.key.as_str()).copied().unwrap_or(false);
-                    if !held && !purged {
+                    if !held(node, &op.key, rev) && !purged {
                         report.lost.push((node.clone(), op.key.clone(), rev.clone()));
                     }
                 }
             }
-            (_, Outcome::Unknown) if op.unknown_rev.as_deref().is_some_and(held_anywhere) => {
+            (_, Outcome::Unknown)
+                if op
+                    .unknown_rev
+                    .as_deref()
+                    .is_some_and(|rev| held_anywhere(&op.key, rev)) =>
+            {
                 report.unknown_landed += 1;
             }
             _ => {}
@@ -413,6 +447,33 @@ mod tests {
         let r = check(&ops, &finals(&[("a", "t", doc(None, &[]))]), BOUND, END);
         assert_eq!(r.resurrected.len(), 1, "{r}");
         assert!(r.lost.is_empty(), "{r}");
+    }
+
+    #[test]
+    fn a_revision_stemmed_from_the_tree_is_not_lost_but_one_off_the_path_is() {
+        // 1-a <- 2-b <- 3-c acknowledged; the node keeps only the newest two generations.
+        let ops = vec![
+            op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a")),
+            op(
+                "s",
+                OpKind::Write { expires: None },
+                Some("1-a"),
+                (6, 8),
+                ok("2-b"),
+            ),
+            op(
+                "s",
+                OpKind::Write { expires: None },
+                Some("2-b"),
+                (9, 10),
+                ok("3-c"),
+            ),
+        ];
+        let stemmed = finals(&[("a", "s", doc(Some("3-c"), &["2-b", "3-c"]))]);
+        check(&ops, &stemmed, BOUND, END).assert_clean();
+        // A tree with another lineage does not vouch for the history's revisions.
+        let other = finals(&[("a", "s", doc(Some("3-z"), &["2-y", "3-z"]))]);
+        assert_eq!(check(&ops, &other, BOUND, END).lost.len(), 3);
     }
 
     #[test]
