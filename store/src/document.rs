@@ -242,12 +242,72 @@ pub(crate) fn parse_members(text: &str) -> Result<Vec<(String, &RawValue)>, Erro
 }
 
 /// Refuses what the raw pass of [`parse_members`] lets through but strict readers (an
-/// app's serde_json) refuse on every read: a lone surrogate escape ("\ud800"), a number
-/// beyond the range of a double ("1e999"). Write paths only: a full decode.
+/// app's serde_json) refuse or misread on every read: a lone surrogate escape ("\ud800"),
+/// a number beyond the range of a double ("1e999"), and a member named like serde_json's
+/// raw-value marker, which its `Value` reads as the member's value instead of the object
+/// (`{"$serde_json::private::RawValue":"3"}` reads as `3`). Write paths only: a full
+/// decode of every string, number and member name, allocating nothing it keeps.
 fn check_strict(text: &str) -> Result<(), Error> {
-    serde_json::from_str::<serde_json::Value>(text)
-        .map(drop)
+    let mut de = serde_json::Deserializer::from_str(text);
+    StrictWalk::deserialize(&mut de)
+        .and_then(|StrictWalk| de.end())
         .map_err(|e| invalid(format!("invalid JSON: {e}")))
+}
+
+/// The member name serde_json's `Value` treats as a raw-value marker.
+const RAW_VALUE_MARKER: &str = "$serde_json::private::RawValue";
+
+/// Walks a JSON value, decoding everything, keeping nothing (see [`check_strict`]).
+struct StrictWalk;
+
+impl<'de> Deserialize<'de> for StrictWalk {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictWalk)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictWalk {
+    type Value = StrictWalk;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(StrictWalk)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(StrictWalk)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(StrictWalk)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(StrictWalk)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(StrictWalk)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(StrictWalk)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<StrictWalk>()?.is_some() {}
+        Ok(StrictWalk)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == RAW_VALUE_MARKER {
+                return Err(serde::de::Error::custom(format!(
+                    "the member name {RAW_VALUE_MARKER:?} is reserved"
+                )));
+            }
+            map.next_value::<StrictWalk>()?;
+        }
+        Ok(StrictWalk)
+    }
 }
 
 /// Checks a body handed to the store ready-made (a replicated revision, an [`Edit`]

@@ -77,6 +77,11 @@ async fn bad_input_changes_nothing() {
         br#"{"n":[0,11111111e81111111111111112]}"#,
         b"{\"n\":1e999}",
         br#"{"f":0.5e3151}"#,
+        // serde_json's raw-value marker as a member name, at any depth and escaped: its
+        // `Value` would read the object as the member's value. Found by the fuzzer.
+        br#"{"$serde_json::private::RawValue":"3"}"#,
+        br#"{"a":[{"$serde_json::private::RawValue":"{}"}]}"#,
+        br#"{"$serde_json::private::RawValue":"3"}"#,
     ] {
         assert!(matches!(
             DocInput::parse(bad, 4096),
