@@ -165,6 +165,11 @@ impl fmt::Display for Report {
     }
 }
 
+/// The generation of a revision `N-hash`.
+fn generation(rev: &str) -> Option<u64> {
+    rev.split_once('-').and_then(|(g, _)| g.parse().ok())
+}
+
 /// Checks `ops` against `finals` under `bounds`.
 ///
 /// `checked_at` is when the final states were read (from the history's start), to tell a
@@ -214,13 +219,19 @@ pub fn check(ops: &[Op], finals: &FinalStates, bounds: Bounds, checked_at: Durat
         }
     }
 
-    // Node → session → its revisions and their known ancestors (see `Ancestry::lineage`).
-    let lineages: BTreeMap<&str, HashMap<&str, HashSet<&str>>> = finals
+    // Node → session → its revisions and their known ancestors (see `Ancestry::lineage`),
+    // and the oldest generation its tree still holds: anything older was stemmed away
+    // (a recreation after a delete extends the tombstone without the history knowing
+    // the parent, so lineage alone does not reach back across it).
+    let lineages: BTreeMap<&str, HashMap<&str, (HashSet<&str>, u64)>> = finals
         .iter()
         .map(|(node, docs)| {
             let per_key = docs
                 .iter()
-                .map(|(key, d)| (key.as_str(), ancestry.lineage(&d.revs)))
+                .map(|(key, d)| {
+                    let oldest = d.revs.iter().filter_map(|r| generation(r)).min().unwrap_or(0);
+                    (key.as_str(), (ancestry.lineage(&d.revs), oldest))
+                })
                 .collect();
             (node.as_str(), per_key)
         })
@@ -229,7 +240,9 @@ pub fn check(ops: &[Op], finals: &FinalStates, bounds: Bounds, checked_at: Durat
         lineages
             .get(node)
             .and_then(|docs| docs.get(key))
-            .is_some_and(|l| l.contains(rev))
+            .is_some_and(|(lineage, oldest)| {
+                lineage.contains(rev) || generation(rev).is_some_and(|g| g < *oldest)
+            })
     };
     let held_anywhere = |key: &str, rev: &str| lineages.keys().any(|node| held(node, key, rev));
 
@@ -471,9 +484,19 @@ mod tests {
         ];
         let stemmed = finals(&[("a", "s", doc(Some("3-c"), &["2-b", "3-c"]))]);
         check(&ops, &stemmed, BOUND, END).assert_clean();
-        // A tree with another lineage does not vouch for the history's revisions.
+        // Recreated after a delete the history does not link (no parent sent): 1-a is
+        // below the oldest generation the tree holds.
+        let recreated = finals(&[("a", "s", doc(Some("5-e"), &["4-d", "5-e"]))]);
+        check(&ops[..1], &recreated, BOUND, END).assert_clean();
+        // A tree with another lineage does not vouch for the history's revisions within
+        // the generations it holds (1-a is below them: stemmed, not judged).
         let other = finals(&[("a", "s", doc(Some("3-z"), &["2-y", "3-z"]))]);
-        assert_eq!(check(&ops, &other, BOUND, END).lost.len(), 3);
+        let lost: Vec<String> = check(&ops, &other, BOUND, END)
+            .lost
+            .into_iter()
+            .map(|l| l.2)
+            .collect();
+        assert_eq!(lost, ["2-b", "3-c"]);
     }
 
     #[test]
