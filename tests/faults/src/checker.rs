@@ -348,6 +348,11 @@ mod tests {
         Outcome::Ok(Some(rev.into()))
     }
 
+    /// An acknowledged write of session "s" without expiry, on `parent`, answered `rev`.
+    fn write(parent: Option<&str>, at: (u64, u64), rev: &str) -> Op {
+        op("s", OpKind::Write { expires: None }, parent, at, ok(rev))
+    }
+
     fn doc(winner: Option<&str>, revs: &[&str]) -> FinalDoc {
         FinalDoc {
             winner: winner.map(str::to_owned),
@@ -375,7 +380,7 @@ mod tests {
     #[test]
     fn a_clean_history_is_clean() {
         let ops = vec![
-            op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a")),
+            write(None, (0, 5), "1-a"),
             op("s", OpKind::Read, None, (10, 11), ok("1-a")),
             op("s", OpKind::Delete, Some("1-a"), (20, 25), ok("2-d")),
             // Within the bound after the delete: allowed to see the old copy.
@@ -394,14 +399,8 @@ mod tests {
     #[test]
     fn a_read_after_the_delete_beyond_the_bound_is_a_resurrection() {
         let ops = vec![
-            op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a")),
-            op(
-                "s",
-                OpKind::Write { expires: None },
-                Some("1-a"),
-                (6, 8),
-                ok("2-b"),
-            ),
+            write(None, (0, 5), "1-a"),
+            write(Some("1-a"), (6, 8), "2-b"),
             op("s", OpKind::Delete, Some("2-b"), (20, 25), ok("3-d")),
             // An ancestor of the deleted revision, long after the delete.
             op("s", OpKind::Read, None, (500, 501), ok("1-a")),
@@ -414,7 +413,7 @@ mod tests {
     #[test]
     fn another_node_may_serve_a_deleted_session_until_the_fleet_converged() {
         let mut ops = vec![
-            op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a")),
+            write(None, (0, 5), "1-a"),
             op("s", OpKind::Delete, Some("1-a"), (20, 25), ok("2-d")),
         ];
         let mut lagging = op("s", OpKind::Read, None, (500, 501), ok("1-a"));
@@ -433,14 +432,8 @@ mod tests {
     fn a_concurrent_branch_is_not_a_resurrection() {
         // Another datacentre wrote its own branch; the delete did not supersede it.
         let ops = vec![
-            op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a")),
-            op(
-                "s",
-                OpKind::Write { expires: None },
-                Some("1-a"),
-                (10, 12),
-                ok("2-x"),
-            ),
+            write(None, (0, 5), "1-a"),
+            write(Some("1-a"), (10, 12), "2-x"),
             op("s", OpKind::Delete, Some("1-a"), (10, 12), ok("2-d")),
             op("s", OpKind::Read, None, (500, 501), ok("2-x")),
         ];
@@ -466,21 +459,9 @@ mod tests {
     fn a_revision_stemmed_from_the_tree_is_not_lost_but_one_off_the_path_is() {
         // 1-a <- 2-b <- 3-c acknowledged; the node keeps only the newest two generations.
         let ops = vec![
-            op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a")),
-            op(
-                "s",
-                OpKind::Write { expires: None },
-                Some("1-a"),
-                (6, 8),
-                ok("2-b"),
-            ),
-            op(
-                "s",
-                OpKind::Write { expires: None },
-                Some("2-b"),
-                (9, 10),
-                ok("3-c"),
-            ),
+            write(None, (0, 5), "1-a"),
+            write(Some("1-a"), (6, 8), "2-b"),
+            write(Some("2-b"), (9, 10), "3-c"),
         ];
         let stemmed = finals(&[("a", "s", doc(Some("3-c"), &["2-b", "3-c"]))]);
         check(&ops, &stemmed, BOUND, END).assert_clean();
@@ -501,16 +482,7 @@ mod tests {
 
     #[test]
     fn a_missing_acknowledged_revision_is_lost_and_divergence_is_seen() {
-        let ops = vec![
-            op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a")),
-            op(
-                "s",
-                OpKind::Write { expires: None },
-                Some("1-a"),
-                (6, 8),
-                ok("2-b"),
-            ),
-        ];
+        let ops = vec![write(None, (0, 5), "1-a"), write(Some("1-a"), (6, 8), "2-b")];
         let f = finals(&[
             ("a", "s", doc(Some("2-b"), &["1-a", "2-b"])),
             ("b", "s", doc(Some("1-a"), &["1-a"])),
@@ -567,7 +539,7 @@ mod tests {
             ("b", "s", doc(None, &["1-a"])),
         ]);
         check(&ops, &f, BOUND, END).assert_clean();
-        let lives = vec![op("s", OpKind::Write { expires: None }, None, (0, 5), ok("1-a"))];
+        let lives = vec![write(None, (0, 5), "1-a")];
         assert_eq!(check(&lives, &f, BOUND, END).divergent.len(), 1);
     }
 
