@@ -181,14 +181,53 @@ impl Fleet {
             if views.iter().all(|v| v.is_some() && *v == views[0]) {
                 return started.elapsed();
             }
-            assert!(
-                started.elapsed() < within,
-                "no convergence within {within:?}: {:?}",
-                views
-                    .iter()
-                    .map(|v| v.as_ref().map(BTreeMap::len))
-                    .collect::<Vec<_>>()
-            );
+            if started.elapsed() >= within {
+                // What each node's replications say is the first thing to read.
+                let mut tasks = String::new();
+                for (name, base) in self.nodes() {
+                    let t = match http.get(format!("{base}/_metrics")).send().await {
+                        Ok(r) => r.text().await.unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                    let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("replication_")).collect();
+                    tasks.push_str(&format!("\n{name}: {}", lines.join("\n  ")));
+                }
+                // And the sessions the nodes disagree on, as each node holds them.
+                let mut differing: Vec<String> = Vec::new();
+                for v in views.iter().flatten() {
+                    for (id, rev) in v {
+                        if views
+                            .iter()
+                            .any(|o| o.as_ref().and_then(|o| o.get(id)) != Some(rev))
+                        {
+                            differing.push(id.clone());
+                        }
+                    }
+                }
+                differing.sort();
+                differing.dedup();
+                for id in differing.iter().take(4) {
+                    for (name, base) in self.nodes() {
+                        let t = match http
+                            .get(format!("{base}/{DB}/{id}?open_revs=all&revs=true&latest=true"))
+                            .header("accept", "application/json")
+                            .send()
+                            .await
+                        {
+                            Ok(r) => r.text().await.unwrap_or_default(),
+                            Err(e) => e.to_string(),
+                        };
+                        tasks.push_str(&format!("\n{id} at {name}: {t}"));
+                    }
+                }
+                panic!(
+                    "no convergence within {within:?}: {:?}{tasks}",
+                    views
+                        .iter()
+                        .map(|v| v.as_ref().map(BTreeMap::len))
+                        .collect::<Vec<_>>()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

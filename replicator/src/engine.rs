@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::checkpoint::{common_since, replication_id, CheckpointBody, HistoryEntry, Incarnations};
-use crate::peer::{Fetched, Peer, PeerError, Seq, WriteFailure};
+use crate::peer::{Fetched, Missing, Peer, PeerError, Seq, WriteFailure};
 use crate::status::{now_ms, ReplicationState, ReplicationStatus};
 
 /// Documents fetched and written per round trip.
@@ -365,10 +365,10 @@ async fn session(
             .collect();
         // A document alone too large to ask about is reported missing: the
         // write will then count it as a failure.
-        let missing: Vec<(DocId, Vec<Rev>)> = in_pieces(
+        let missing: Vec<Missing> = in_pieces(
             wanted,
             |piece| spec.target.revs_diff(piece),
-            |item, _| Ok(vec![item]),
+            |(id, revs), _| Ok(vec![Missing::revs(id, revs)]),
         )
         .await?
         .into_iter()
@@ -378,7 +378,7 @@ async fn session(
             let fetched = in_pieces(
                 chunk.to_vec(),
                 |piece| spec.source.fetch(piece),
-                |(id, revs), reason| {
+                |Missing { id, revs, .. }, reason| {
                     Ok(Fetched {
                         docs: Vec::new(),
                         failures: revs

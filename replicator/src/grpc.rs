@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 use crate::peer::{
-    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Peer, PeerError, PeerInfo, Seq, WriteFailure,
+    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Missing, Peer, PeerError, PeerInfo, Seq, WriteFailure,
 };
 
 /// Time allowed for one call (or one message of a stream) by default: a node
@@ -219,11 +219,16 @@ impl GrpcPeer {
 
 fn doc_revs(list: Vec<(DocId, Vec<Rev>)>) -> Vec<DocRevs> {
     list.into_iter()
-        .map(|(id, revs)| DocRevs {
-            id: id.to_string(),
-            revs: revs.iter().map(Rev::to_string).collect(),
-        })
+        .map(|(id, revs)| wire(Missing::revs(id, revs)))
         .collect()
+}
+
+fn wire(m: Missing) -> DocRevs {
+    DocRevs {
+        id: m.id.to_string(),
+        revs: m.revs.iter().map(Rev::to_string).collect(),
+        ancestors: m.ancestors.iter().map(Rev::to_string).collect(),
+    }
 }
 
 /// The wire form of a replicated revision.
@@ -350,7 +355,7 @@ impl Peer for GrpcPeer {
         }
     }
 
-    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<(DocId, Vec<Rev>)>, PeerError> {
+    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Missing>, PeerError> {
         let req = self.request(RevsDiffRequest {
             db: self.db.clone(),
             docs: doc_revs(revs),
@@ -362,21 +367,25 @@ impl Peer for GrpcPeer {
             .into_iter()
             .map(|d| {
                 let id = DocId::new(&d.id).map_err(|e| self.protocol(e.to_string()))?;
-                let revs = d
-                    .revs
-                    .iter()
-                    .map(|r| r.parse())
-                    .collect::<Result<_, store::Error>>()
-                    .map_err(|e| self.protocol(e.to_string()))?;
-                Ok((id, revs))
+                let parse = |list: &[String]| {
+                    list.iter()
+                        .map(|r| r.parse())
+                        .collect::<Result<Vec<Rev>, store::Error>>()
+                        .map_err(|e| self.protocol(e.to_string()))
+                };
+                Ok(Missing {
+                    id,
+                    revs: parse(&d.revs)?,
+                    ancestors: parse(&d.ancestors)?,
+                })
             })
             .collect()
     }
 
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError> {
+    async fn fetch(&self, wanted: Vec<Missing>) -> Result<Fetched, PeerError> {
         let req = self.request(FetchRevsRequest {
             db: self.db.clone(),
-            docs: doc_revs(wanted),
+            docs: wanted.into_iter().map(wire).collect(),
         });
         let r = self
             .call(self.call_timeout, self.client.clone().fetch_revs(req))

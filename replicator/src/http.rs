@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use store::{Doc, DocId, DocInput, Replicated, Rev};
 
 use crate::peer::{
-    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Peer, PeerError, PeerInfo, Seq, WriteFailure,
+    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Missing, Peer, PeerError, PeerInfo, Seq, WriteFailure,
 };
 
 /// Largest document accepted from a remote server.
@@ -429,7 +429,10 @@ impl Peer for HttpPeer {
         })
     }
 
-    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<(DocId, Vec<Rev>)>, PeerError> {
+    /// Possible ancestors are not asked for: `_bulk_get` and `open_revs` send a
+    /// revision's history only as far as the source's `revs_limit`, whatever the
+    /// target holds (CouchDB's own behaviour; fleet nodes replicate over gRPC).
+    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Missing>, PeerError> {
         let body: serde_json::Map<String, Value> = revs
             .iter()
             .map(|(id, revs)| {
@@ -460,16 +463,16 @@ impl Peer for HttpPeer {
                 .collect::<Result<Vec<Rev>, _>>()
                 .map_err(|e| self.protocol(e.to_string()))?;
             if !missing.is_empty() {
-                out.push((id, missing));
+                out.push(Missing::revs(id, missing));
             }
         }
         Ok(out)
     }
 
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError> {
+    async fn fetch(&self, wanted: Vec<Missing>) -> Result<Fetched, PeerError> {
         let docs: Vec<Value> = wanted
             .iter()
-            .flat_map(|(id, revs)| {
+            .flat_map(|Missing { id, revs, .. }| {
                 revs.iter()
                     .map(move |r| json!({"id": id.as_str(), "rev": r.to_string()}))
             })
@@ -485,7 +488,7 @@ impl Peer for HttpPeer {
             .await?;
         let mut out = Fetched::default();
         if matches!(status.as_u16(), 400 | 404 | 405 | 501) {
-            for (id, revs) in &wanted {
+            for Missing { id, revs, .. } in &wanted {
                 self.fetch_open_revs(id, revs, &mut out).await?;
             }
             return Ok(out);

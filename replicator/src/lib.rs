@@ -29,7 +29,7 @@ pub use engine::{Replication, ReplicationSpec};
 pub use grpc::GrpcPeer;
 pub use http::{redact_url, HttpPeer};
 pub use local::LocalPeer;
-pub use peer::{Fetched, Peer, PeerError, Seq};
+pub use peer::{Fetched, Missing, Peer, PeerError, Seq};
 pub use status::{ReplicationState, ReplicationStatus};
 /// The connection type [`GrpcPeer::channel`] makes.
 pub use tonic::transport::Channel;

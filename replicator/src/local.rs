@@ -3,12 +3,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use store::{
-    ChangesQuery, Database, DbName, DbOptions, DocId, LocalId, OpenRev, OpenRevs, Replicated, Rev, Store,
-};
+use store::{ChangesQuery, Database, DbName, DbOptions, DocId, LocalId, OpenRev, Replicated, Rev, Store};
 
 use crate::peer::{
-    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Peer, PeerError, PeerInfo, Seq, WriteFailure,
+    ChangeRow, ChangesBatch, CheckpointDoc, Fetched, Missing, Peer, PeerError, PeerInfo, Seq, WriteFailure,
 };
 
 /// A database of the local store. Created on first use when `create` is asked.
@@ -112,23 +110,27 @@ impl Peer for LocalPeer {
         })
     }
 
-    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<(DocId, Vec<Rev>)>, PeerError> {
+    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Missing>, PeerError> {
         let db = self.db()?;
         let mut out = Vec::new();
         for (id, revs) in revs {
             let diff = db.revs_diff(&id, &revs)?;
             if !diff.missing.is_empty() {
-                out.push((id, diff.missing));
+                out.push(Missing {
+                    id,
+                    revs: diff.missing,
+                    ancestors: diff.possible_ancestors,
+                });
             }
         }
         Ok(out)
     }
 
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError> {
+    async fn fetch(&self, wanted: Vec<Missing>) -> Result<Fetched, PeerError> {
         let db = self.db()?;
         let mut out = Vec::new();
-        for (id, revs) in wanted {
-            for r in db.open_revs(&id, &OpenRevs::Revs(revs), true, true)? {
+        for Missing { id, revs, ancestors } in wanted {
+            for r in db.replication_revs(&id, revs, &ancestors)? {
                 if let OpenRev::Ok(doc) = r {
                     out.push(Replicated {
                         id: doc.id,

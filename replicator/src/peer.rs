@@ -87,6 +87,31 @@ pub struct WriteFailure {
     pub error: String,
 }
 
+/// Revisions of one document a target lacks, as its `_revs_diff` reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    /// The document.
+    pub id: DocId,
+    /// The revisions the target lacks.
+    pub revs: Vec<Rev>,
+    /// Leaves the target holds that may be their ancestors (`possible_ancestors`).
+    /// The source sends each revision's history down to one of them when it can,
+    /// so that an old leaf is joined to the new history instead of staying behind
+    /// as a live conflict (which would outrank a later tombstone).
+    pub ancestors: Vec<Rev>,
+}
+
+impl Missing {
+    /// Revisions asked about with no ancestors known (a peer that reports none).
+    pub fn revs(id: DocId, revs: Vec<Rev>) -> Missing {
+        Missing {
+            id,
+            revs,
+            ancestors: Vec::new(),
+        }
+    }
+}
+
 /// What a fetch brought: the revisions, and those the source has but could not
 /// give in a form the target can store (counted as write failures, as CouchDB
 /// does, instead of failing the batch).
@@ -198,12 +223,13 @@ pub trait Peer: Send + Sync {
         wait: Option<Duration>,
     ) -> Result<ChangesBatch, PeerError>;
 
-    /// Which of these revisions the peer lacks.
-    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<(DocId, Vec<Rev>)>, PeerError>;
+    /// Which of these revisions the peer lacks (only documents lacking some).
+    async fn revs_diff(&self, revs: Vec<(DocId, Vec<Rev>)>) -> Result<Vec<Missing>, PeerError>;
 
     /// These revisions with bodies and ancestry (newer leaves replace
-    /// revisions that are no longer leaves).
-    async fn fetch(&self, wanted: Vec<(DocId, Vec<Rev>)>) -> Result<Fetched, PeerError>;
+    /// revisions that are no longer leaves), the ancestry reaching down to one
+    /// of the target's possible ancestors where this peer can.
+    async fn fetch(&self, wanted: Vec<Missing>) -> Result<Fetched, PeerError>;
 
     /// Stores revisions as they are; returns once they are durable.
     async fn write(&self, docs: Vec<Replicated>) -> Result<Vec<WriteFailure>, PeerError>;

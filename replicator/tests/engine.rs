@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use replicator::{GrpcPeer, LocalPeer, Peer, PeerError, Replication, ReplicationSpec, ReplicationState};
-use store::{DbName, DbOptions, DocId, Durability, Edit, Store, StoreOptions};
+use store::{DbName, DbOptions, DocId, Durability, Edit, OpenRev, OpenRevs, Rev, Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
 fn open(dir: &std::path::Path) -> Store {
@@ -163,4 +163,72 @@ async fn a_source_recreated_mid_replication_is_read_from_its_start() {
     put_docs(&source, 100, 103).await;
     eventually("the three new documents arrived", || doc_count(&target) == 13).await;
     r.stop().await.unwrap();
+}
+
+/// The leaves of `id` at `store`, newest first, with their deleted flags.
+fn leaves(store: &Store, id: &DocId) -> Vec<(String, bool)> {
+    let db = store.db(&name()).unwrap();
+    db.open_revs(id, &OpenRevs::All, false, false)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            OpenRev::Ok(d) => Some((d.rev.to_string(), d.deleted)),
+            OpenRev::Missing(_) => None,
+        })
+        .collect()
+}
+
+async fn replicate_once(from: &Store, to: &Store) {
+    let spec = ReplicationSpec::new(peer(from), peer(to), "push:sessions");
+    Replication::start(spec, CancellationToken::new())
+        .wait()
+        .await
+        .expect("one-shot replication");
+}
+
+/// More edits than `revs_limit` while a peer is away, then a delete: the peer's old leaf
+/// must be joined to the new history, not left as a live "conflict" that outranks the
+/// tombstone and brings a deleted session back.
+#[tokio::test]
+async fn a_long_history_made_while_apart_joins_the_old_leaf_and_the_delete_holds() {
+    let (ds, dt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (source, target) = (open(ds.path()), open(dt.path()));
+    let opts = DbOptions {
+        revs_limit: Some(10),
+        ..DbOptions::default()
+    };
+    for s in [&source, &target] {
+        s.create_db(&name(), opts.clone()).await.unwrap();
+    }
+    let db = source.db(&name()).unwrap();
+    let id = DocId::new("s1").unwrap();
+    let mut rev = None;
+    let edit =
+        |parent: Option<Rev>, n: usize| Edit::new(id.clone(), parent, format!(r#"{{"n":{n}}}"#).into_bytes());
+    for n in 0..3 {
+        rev = Some(db.update(vec![edit(rev.clone(), n)]).await.remove(0).unwrap());
+    }
+    replicate_once(&source, &target).await;
+    assert_eq!(
+        leaves(&target, &id),
+        vec![(rev.clone().unwrap().to_string(), false)]
+    );
+    // Thirty edits apart: three times the revisions either node keeps per branch.
+    for n in 3..33 {
+        rev = Some(db.update(vec![edit(rev.clone(), n)]).await.remove(0).unwrap());
+    }
+    let tomb = db
+        .update(vec![Edit::delete(id.clone(), rev.unwrap())])
+        .await
+        .remove(0)
+        .unwrap();
+    replicate_once(&source, &target).await;
+    assert_eq!(leaves(&source, &id), vec![(tomb.to_string(), true)]);
+    assert_eq!(
+        leaves(&target, &id),
+        leaves(&source, &id),
+        "the old leaf came back as a conflict"
+    );
+    let gone = target.db(&name()).unwrap().get(&id, &Default::default());
+    assert!(gone.is_err(), "a deleted session is served: {gone:?}");
 }

@@ -556,6 +556,30 @@ impl Database {
     /// Replication needs it so that every node ends with the same tree, whenever
     /// the revisions arrive. (`OpenRevs::All` of an expired session is not found.)
     pub fn open_revs(&self, id: &DocId, which: &OpenRevs, latest: bool, revs: bool) -> Result<Vec<OpenRev>> {
+        self.read_revs(id, which, latest, revs.then_some(&[]))
+    }
+
+    /// Revisions to send by replication: `revs` (or the newer leaves that replaced
+    /// them), each with its history reaching down to one of `known` when this tree
+    /// still remembers the way there, through stemmed revisions too. `known` are
+    /// the receiver's leaves that may be ancestors (its `_revs_diff` says which).
+    ///
+    /// Without that, a receiver that last saw a session more than `revs_limit`
+    /// edits ago cannot join the new history to its old leaf, keeps that leaf as a
+    /// live conflict, and the live conflict outranks a later tombstone: a deleted
+    /// session would be served again.
+    pub fn replication_revs(&self, id: &DocId, revs: Vec<Rev>, known: &[Rev]) -> Result<Vec<OpenRev>> {
+        self.read_revs(id, &OpenRevs::Revs(revs), true, Some(known))
+    }
+
+    /// `open_revs`; `history` asks for `_revisions`, joined to those revisions if it can.
+    fn read_revs(
+        &self,
+        id: &DocId,
+        which: &OpenRevs,
+        latest: bool,
+        history: Option<&[Rev]>,
+    ) -> Result<Vec<OpenRev>> {
         self.check_open()?;
         let snap = self.inner.db.snapshot();
         let meta = self.load_meta_in(&snap, id.as_str())?;
@@ -606,7 +630,7 @@ impl Database {
                         body,
                         conflicts: None,
                         deleted_conflicts: None,
-                        revisions: revs.then(|| tree.ancestry(&rev)),
+                        revisions: history.map(|known| tree.ancestry_joining(&rev, known)),
                         rev,
                     })),
                     None => out.push(OpenRev::Missing(rev)),

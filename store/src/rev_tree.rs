@@ -206,6 +206,26 @@ impl RevTree {
         path
     }
 
+    /// The history of `rev`, newest first: down to the first of `known` it leads
+    /// to, through stemmed revisions if need be, or else as far as the tree still
+    /// knows it ([`RevTree::ancestry`]). The walk is bounded by the ghost window.
+    pub fn ancestry_joining(&self, rev: &Rev, known: &[Rev]) -> Vec<Rev> {
+        if !known.is_empty() {
+            let mut path = Vec::new();
+            let mut cur = Some(rev.clone());
+            while let Some(r) = cur {
+                let Some(node) = self.nodes.get(&r) else { break };
+                cur = node.parent.clone();
+                let joined = known.contains(&r);
+                path.push(r);
+                if joined {
+                    return path;
+                }
+            }
+        }
+        self.ancestry(rev)
+    }
+
     /// Applies an interactive edit: a child of `parent` (which must be a leaf), or
     /// a first revision when `parent` is `None` (allowed only when the document
     /// does not exist or its winner is deleted, in which case the new revision
@@ -525,6 +545,40 @@ mod tests {
             .unwrap();
         assert!(t.contains(&r("1-a")) && t.contains(&r("2-b")) && t.contains(&r("3-x")));
         assert_eq!(t.leaves().len(), 2);
+    }
+
+    #[test]
+    fn a_history_joined_to_an_old_leaf_leaves_no_false_conflict() {
+        let revs: Vec<String> = (1..=30).rev().map(|g| format!("{g}-x{g}")).collect();
+        let full: Vec<&str> = revs.iter().map(String::as_str).collect();
+        let mut source = tree(&[(&full, true)]);
+        source.stem(10);
+        let head = r("30-x30");
+        assert_eq!(source.ancestry(&head).len(), 10, "stemmed to the limit");
+        // A peer that last saw generation 3 gets the way down to it, through ghosts.
+        let joined = source.ancestry_joining(&head, &[r("3-x3")]);
+        assert_eq!(joined, path(&full[..28]));
+        // A leaf the tree never had changes nothing.
+        assert_eq!(
+            source.ancestry_joining(&head, &[r("3-other")]),
+            source.ancestry(&head)
+        );
+        let mut peer = tree(&[(&full[27..], false)]);
+        peer.merge_path(&joined, del(true), 10).unwrap();
+        assert_eq!(
+            peer.leaves(),
+            source.leaves(),
+            "the old leaf is joined, the delete stands"
+        );
+        let mut unjoined = tree(&[(&full[27..], false)]);
+        unjoined
+            .merge_path(&source.ancestry(&head), del(true), 10)
+            .unwrap();
+        assert_eq!(
+            unjoined.leaves().len(),
+            2,
+            "without the join: a false live conflict"
+        );
     }
 
     #[test]

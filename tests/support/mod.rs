@@ -180,7 +180,8 @@ impl Proc {
     }
 
     /// [`Proc::must_start_as_given`] with extra environment variables (a preloaded
-    /// libfaketime, say). `SESSIONFLEET_LOG` defaults to `warn`.
+    /// libfaketime, say). `SESSIONFLEET_LOG` defaults to `warn`, or to
+    /// `SESSIONFLEET_TEST_LOG` when the test run sets it (to debug a failing run).
     pub fn must_start_with_env(
         args: Vec<String>,
         http: SocketAddr,
@@ -190,7 +191,10 @@ impl Proc {
     ) -> Proc {
         let mut child = Command::new(BIN)
             .args(&args)
-            .env("SESSIONFLEET_LOG", "warn")
+            .env(
+                "SESSIONFLEET_LOG",
+                std::env::var("SESSIONFLEET_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

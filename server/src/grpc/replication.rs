@@ -13,7 +13,7 @@ use proto::v1::{
     PutCheckpointResponse, Revision, RevsDiffRequest, RevsDiffResponse, WriteError, WriteRevsRequest,
     WriteRevsResponse,
 };
-use store::{ChangesQuery, Database, DbName, DbOptions, DocId, LocalId, OpenRev, OpenRevs, Replicated, Rev};
+use store::{ChangesQuery, Database, DbName, DbOptions, DocId, LocalId, OpenRev, Replicated, Rev};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -132,13 +132,14 @@ impl ReplicationService {
 
 fn parse_doc_revs(d: &DocRevs) -> Result<(DocId, Vec<Rev>), Status> {
     let id = DocId::new(&d.id).map_err(to_status)?;
-    let revs = d
-        .revs
-        .iter()
+    Ok((id, parse_revs(&d.revs)?))
+}
+
+fn parse_revs(list: &[String]) -> Result<Vec<Rev>, Status> {
+    list.iter()
         .map(|r| r.parse())
         .collect::<Result<_, _>>()
-        .map_err(to_status)?;
-    Ok((id, revs))
+        .map_err(to_status)
 }
 
 /// Merges revisions a peer pushed into `db`: those that do not parse, and those the
@@ -350,6 +351,7 @@ impl Replication for ReplicationService {
                 missing.push(DocRevs {
                     id: d.id.clone(),
                     revs: revs_strings(&diff.missing),
+                    ancestors: revs_strings(&diff.possible_ancestors),
                 });
             }
         }
@@ -366,11 +368,9 @@ impl Replication for ReplicationService {
         let mut out = FetchRevsResponse::default();
         for d in &req.docs {
             let (id, revs) = parse_doc_revs(d)?;
+            let ancestors = parse_revs(&d.ancestors)?;
             let mut gone = Vec::new();
-            for r in db
-                .open_revs(&id, &OpenRevs::Revs(revs), true, true)
-                .map_err(to_status)?
-            {
+            for r in db.replication_revs(&id, revs, &ancestors).map_err(to_status)? {
                 match r {
                     OpenRev::Ok(doc) => out.revisions.push(Revision {
                         id: doc.id.to_string(),
@@ -387,6 +387,7 @@ impl Replication for ReplicationService {
                 out.missing.push(DocRevs {
                     id: d.id.clone(),
                     revs: gone,
+                    ancestors: Vec::new(),
                 });
             }
         }
