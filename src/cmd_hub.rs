@@ -60,7 +60,7 @@ pub(crate) struct NodeArgs {
     /// (deletions go on until half of it), and resume when space returns. 0 disables.
     #[arg(long, env = "SESSIONFLEET_MIN_FREE_MIB", default_value_t = 64)]
     pub min_free_mib: u64,
-    /// RocksDB block cache, in MiB.
+    /// RocksDB memory, in MiB: the block cache, memtables (up to a quarter) included.
     #[arg(long, env = "SESSIONFLEET_CACHE_MIB", default_value_t = 256)]
     pub cache_mib: usize,
     /// Seconds shutdown waits for in-flight requests.

@@ -183,8 +183,18 @@ async fn live(base: &str) -> Option<Vec<(String, String)>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_mixed_load_leaves_descriptors_and_tasks_flat() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let hub = Proc::must_start_hub(dirs[0].path());
-    let db = ["--database", DB, "--expiry-field", "expires_at"];
+    // A small memory bound, so that a long run reaches it early and the slope after
+    // that shows a leak, not caches filling.
+    let cache = ["--cache-mib", "32"];
+    let hub = Proc::must_start_hub_with(dirs[0].path(), &cache);
+    let db = [
+        "--database",
+        DB,
+        "--expiry-field",
+        "expires_at",
+        cache[0],
+        cache[1],
+    ];
     let spokes = [
         must_start_spoke(dirs[1].path(), hub.grpc, "eu-west", &db),
         must_start_spoke(dirs[2].path(), hub.grpc, "us-east", &db),

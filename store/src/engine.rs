@@ -2,10 +2,15 @@
 
 use std::path::Path;
 
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBufferManager, DB,
+};
 
 use crate::error::Error;
 use crate::keys::{ALL_CFS, CF_BODIES, CF_DOCS};
+
+/// The least memory all memtables together may use, however small the cache.
+const MIN_MEMTABLE_BYTES: usize = 4 << 20;
 
 /// RocksDB options the store runs with. Public only so that benchmarks can open
 /// a raw RocksDB with the very same tuning and compare like with like.
@@ -18,8 +23,18 @@ pub fn engine_options(cache_bytes: usize) -> Options {
     opts.set_bottommost_compression_type(DBCompressionType::Zstd);
     opts.set_max_background_jobs(2);
     opts.set_bytes_per_sync(1 << 20);
+    let cache = Cache::new_lru_cache(cache_bytes);
+    // Memtables are charged to the block cache and capped at a quarter of it, across
+    // every column family: otherwise each of them may hold two 64 MiB memtables and
+    // a node's memory grows far past its configured bound under a steady write load.
+    let memtables = WriteBufferManager::new_write_buffer_manager_with_cache(
+        (cache_bytes / 4).max(MIN_MEMTABLE_BYTES),
+        false,
+        cache.clone(),
+    );
+    opts.set_write_buffer_manager(&memtables);
     let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&Cache::new_lru_cache(cache_bytes));
+    table.set_block_cache(&cache);
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     opts.set_block_based_table_factory(&table);

@@ -63,7 +63,8 @@ pub struct StoreOptions {
     pub default_revs_limit: u32,
     /// How often the sweeper purges expired sessions; `None` disables it.
     pub sweep_interval: Option<Duration>,
-    /// RocksDB block cache size in bytes.
+    /// RocksDB's memory bound in bytes: the block cache, which the memtables
+    /// (at most a quarter of it) are charged to.
     pub cache_bytes: usize,
     /// The clock deciding expiry.
     pub clock: Clock,
