@@ -181,55 +181,51 @@ impl Fleet {
             if views.iter().all(|v| v.is_some() && *v == views[0]) {
                 return started.elapsed();
             }
-            if started.elapsed() >= within {
-                // What each node's replications say is the first thing to read.
-                let mut tasks = String::new();
-                for (name, base) in self.nodes() {
-                    let t = match http.get(format!("{base}/_metrics")).send().await {
-                        Ok(r) => r.text().await.unwrap_or_default(),
-                        Err(e) => e.to_string(),
-                    };
-                    let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("replication_")).collect();
-                    tasks.push_str(&format!("\n{name}: {}", lines.join("\n  ")));
-                }
-                // And the sessions the nodes disagree on, as each node holds them.
-                let mut differing: Vec<String> = Vec::new();
-                for v in views.iter().flatten() {
-                    for (id, rev) in v {
-                        if views
-                            .iter()
-                            .any(|o| o.as_ref().and_then(|o| o.get(id)) != Some(rev))
-                        {
-                            differing.push(id.clone());
-                        }
-                    }
-                }
-                differing.sort();
-                differing.dedup();
-                for id in differing.iter().take(4) {
-                    for (name, base) in self.nodes() {
-                        let t = match http
-                            .get(format!("{base}/{DB}/{id}?open_revs=all&revs=true&latest=true"))
-                            .header("accept", "application/json")
-                            .send()
-                            .await
-                        {
-                            Ok(r) => r.text().await.unwrap_or_default(),
-                            Err(e) => e.to_string(),
-                        };
-                        tasks.push_str(&format!("\n{id} at {name}: {t}"));
-                    }
-                }
-                panic!(
-                    "no convergence within {within:?}: {:?}{tasks}",
-                    views
-                        .iter()
-                        .map(|v| v.as_ref().map(BTreeMap::len))
-                        .collect::<Vec<_>>()
-                );
-            }
+            assert!(
+                started.elapsed() < within,
+                "no convergence within {within:?}: {:?}{}",
+                views
+                    .iter()
+                    .map(|v| v.as_ref().map(BTreeMap::len))
+                    .collect::<Vec<_>>(),
+                self.divergence(http, &views).await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Why the nodes disagree, for a failed convergence: each node's replication metrics,
+    /// then up to four sessions they disagree on, as each node holds them.
+    async fn divergence(&self, http: &reqwest::Client, views: &[Option<BTreeMap<String, String>>]) -> String {
+        let mut out = String::new();
+        for (name, base) in self.nodes() {
+            let metrics = text(http, &format!("{base}/_metrics")).await;
+            let lines: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("replication_"))
+                .collect();
+            out.push_str(&format!("\n{name}: {}", lines.join("\n  ")));
+        }
+        let mut differing: Vec<&String> = views
+            .iter()
+            .flatten()
+            .flat_map(|v| v.iter())
+            .filter(|(id, rev)| {
+                views
+                    .iter()
+                    .any(|o| o.as_ref().and_then(|o| o.get(*id)) != Some(*rev))
+            })
+            .map(|(id, _)| id)
+            .collect();
+        differing.sort();
+        differing.dedup();
+        for id in differing.into_iter().take(4) {
+            for (name, base) in self.nodes() {
+                let url = format!("{base}/{DB}/{id}?open_revs=all&revs=true&latest=true");
+                out.push_str(&format!("\n{id} at {name}: {}", text(http, &url).await));
+            }
+        }
+        out
     }
 
     /// What every node holds for each session in `keys`.
@@ -249,6 +245,14 @@ impl Fleet {
 }
 
 /// id → winning rev of every live session at `base`, or `None` if the node did not answer.
+/// A JSON answer's text, or the error that prevented it (for failure reports).
+async fn text(http: &reqwest::Client, url: &str) -> String {
+    match http.get(url).header("accept", "application/json").send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    }
+}
+
 async fn all_docs(http: &reqwest::Client, base: &str) -> Option<BTreeMap<String, String>> {
     let v: Value = http
         .get(format!("{base}/{DB}/_all_docs"))
