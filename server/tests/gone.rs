@@ -434,3 +434,115 @@ async fn grpc_checkpoint_conflicts_are_conflicts() {
     assert!(matches!(stale, Err(PeerError::Conflict { .. })), "{stale:?}");
     n.stop().await;
 }
+
+/// The long-history repair over the wire, both ways: a session edited more than
+/// `revs_limit` times while the peers were apart, then deleted, must arrive joined to
+/// the peer's old leaf (`DocRevs.ancestors` in `RevsDiff`, the history walked through
+/// ghosts in `FetchRevs`), or the old leaf stays a live conflict and the deleted
+/// session is served again.
+#[tokio::test]
+async fn a_long_history_joins_the_old_leaf_over_grpc_both_ways() {
+    let (dn, dl) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let n = must_start(dn.path()).await;
+    n.must("PUT", "/db?revs_limit=10", None, 201).await;
+    let local = store::Store::open(
+        dl.path(),
+        store::StoreOptions {
+            sweep_interval: None,
+            cache_bytes: 8 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let name = store::DbName::new("db").unwrap();
+    let opts = store::DbOptions {
+        revs_limit: Some(10),
+        ..Default::default()
+    };
+    local.create_db(&name, opts.clone()).await.unwrap();
+    let url = format!("http://{}", n.grpc);
+    let remote: Arc<dyn Peer> = Arc::new(
+        replicator::GrpcPeer::new(
+            replicator::GrpcPeer::channel(&url, Duration::from_secs(2), None).unwrap(),
+            &url,
+            "db",
+            "test/node",
+        )
+        .with_create_options(opts),
+    );
+    let here: Arc<dyn Peer> = Arc::new(LocalPeer::new(local.clone(), name.clone(), Default::default()));
+    let once = |from: &Arc<dyn Peer>, to: &Arc<dyn Peer>| {
+        let r = Replication::start(spec(from.clone(), to.clone()), CancellationToken::new());
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), r.wait())
+                .await
+                .expect("one-shot replication hung")
+                .expect("one-shot replication");
+        }
+    };
+    let db = local.db(&name).unwrap();
+    let edit = |id: &str, parent: Option<store::Rev>, n: usize| {
+        store::Edit::new(
+            store::DocId::new(id).unwrap(),
+            parent,
+            format!(r#"{{"n":{n}}}"#).into_bytes(),
+        )
+    };
+
+    // Push: written here, the node's old leaf is what the new path must reach.
+    let mut rev = None;
+    for i in 0..3 {
+        rev = Some(
+            db.update(vec![edit("pushed", rev.clone(), i)])
+                .await
+                .remove(0)
+                .unwrap(),
+        );
+    }
+    once(&here, &remote).await;
+    for i in 3..33 {
+        rev = Some(
+            db.update(vec![edit("pushed", rev.clone(), i)])
+                .await
+                .remove(0)
+                .unwrap(),
+        );
+    }
+    let id = store::DocId::new("pushed").unwrap();
+    db.update(vec![store::Edit::delete(id, rev.unwrap())])
+        .await
+        .remove(0)
+        .unwrap();
+    once(&here, &remote).await;
+    n.must("GET", "/db/pushed", None, 404).await;
+    let open = n.must("GET", "/db/pushed?open_revs=all", None, 200).await;
+    assert_eq!(open.as_array().map(Vec::len), Some(1), "a false conflict: {open}");
+
+    // Pull: written at the node, this store's old leaf is what the path must reach.
+    let mut rev = n.must("PUT", "/db/pulled", Some(json!({"n": 0})), 201).await["rev"].clone();
+    for i in 1..3 {
+        rev = n
+            .must("PUT", "/db/pulled", Some(json!({"n": i, "_rev": rev})), 201)
+            .await["rev"]
+            .clone();
+    }
+    once(&remote, &here).await;
+    for i in 3..33 {
+        rev = n
+            .must("PUT", "/db/pulled", Some(json!({"n": i, "_rev": rev})), 201)
+            .await["rev"]
+            .clone();
+    }
+    let rev = rev.as_str().unwrap().to_owned();
+    n.must("DELETE", &format!("/db/pulled?rev={rev}"), None, 200)
+        .await;
+    once(&remote, &here).await;
+    let id = store::DocId::new("pulled").unwrap();
+    let open = db.open_revs(&id, &store::OpenRevs::All, false, false).unwrap();
+    assert_eq!(open.len(), 1, "a false conflict: {open:?}");
+    assert!(
+        db.get(&id, &Default::default()).is_err(),
+        "a deleted session is served"
+    );
+    n.stop().await;
+}
