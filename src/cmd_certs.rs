@@ -147,11 +147,14 @@ pub(crate) fn run(cmd: CertsCommand) -> anyhow::Result<()> {
 pub(crate) fn fleet_nodes(
     topology: &topology::Topology,
 ) -> anyhow::Result<Vec<(Identity, String, Vec<IpAddr>)>> {
-    let mut nodes = vec![(
-        Identity::hub(topology.hub.name.as_str())?,
-        topology.hub.name.to_string(),
-        ips(&[topology.hub.http, topology.hub.grpc]),
-    )];
+    let mut nodes = Vec::new();
+    for h in &topology.hubs {
+        nodes.push((
+            Identity::hub(h.name.as_str())?,
+            h.name.to_string(),
+            ips(&[h.http, h.grpc]),
+        ));
+    }
     for dc in &topology.datacentres {
         for s in &dc.spokes {
             nodes.push((

@@ -240,18 +240,22 @@ async fn tour(
 
     say(&format!(
         "starting hub {} and spokes {} ({}) and {} ({})",
-        t.hub.name, spoke_a.name, dc_a.name, spoke_b.name, dc_b.name
+        t.first_hub().name,
+        spoke_a.name,
+        dc_a.name,
+        spoke_b.name,
+        dc_b.name
     ));
     let dir = |n: &str| work.join(n).display().to_string();
     let log = work.join("nodes.log");
     let hub = Node::start(
-        t.hub.name.as_str(),
+        t.first_hub().name.as_str(),
         vec![
             "hub".into(),
             "--topology".into(),
             topo.clone(),
             "--data-dir".into(),
-            dir(t.hub.name.as_str()),
+            dir(t.first_hub().name.as_str()),
         ],
         &log,
     )?;
@@ -285,7 +289,8 @@ async fn tour(
     );
     println!(
         "   hub https://{} , status page https://{}/_fleet (log in as admin)",
-        t.hub.http, t.hub.http
+        t.first_hub().http,
+        t.first_hub().http
     );
 
     let client = |dc: &str| -> anyhow::Result<Client> {
@@ -413,7 +418,7 @@ async fn tour(
 
     say("fleet status (GET /_fleet/status on the hub)");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = get_json(&ca_tls, t.hub.http, "/_fleet/status", &secured.ops_token).await?;
+    let status = get_json(&ca_tls, t.first_hub().http, "/_fleet/status", &secured.ops_token).await?;
     for dc in status["datacentres"].as_array().into_iter().flatten() {
         for s in dc["spokes"].as_array().into_iter().flatten() {
             println!(
@@ -450,7 +455,8 @@ async fn tour(
     let ca = secured.ca.display();
     println!(
         "   curl --cacert {ca} -u admin:{} https://{}/_fleet/status",
-        secured.admin_password, t.hub.http
+        secured.admin_password,
+        t.first_hub().http
     );
     println!(
         "   curl --cacert {ca} -H 'Authorization: Bearer {}' https://{}/{db}/session-1",

@@ -230,7 +230,8 @@ impl NodeArgs {
 pub(crate) struct HubArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// This hub's name, shown by `GET /` [default: the topology's, else "hub"].
+    /// This hub's name: which `[[hub]]` of the topology it is, shown by `GET /`
+    /// [default: the topology's first hub, else "hub"].
     #[arg(long, env = "SESSIONFLEET_NODE")]
     pub name: Option<String>,
 }
@@ -245,14 +246,23 @@ pub(crate) async fn run(args: HubArgs) -> anyhow::Result<()> {
         .map(crate::topology_link::follow)
         .transpose()?;
     let topo = watcher.as_ref().map(|w| w.current());
-    let placement = args.node.place(
-        topo.as_ref()
-            .map(|t| (t.hub.http, t.hub.grpc, t.hub.data_dir.clone())),
-    )?;
+    // This hub's entry: named by --name, or the topology's first hub.
+    let entry = match (&topo, &args.name) {
+        (Some(t), Some(n)) => Some(
+            t.hub(n)
+                .ok_or_else(|| anyhow::anyhow!("the topology has no hub {n:?}"))?
+                .clone(),
+        ),
+        (Some(t), None) => Some(t.first_hub().clone()),
+        (None, _) => None,
+    };
+    let placement = args
+        .node
+        .place(entry.as_ref().map(|h| (h.http, h.grpc, h.data_dir.clone())))?;
     let name = args
         .name
         .clone()
-        .or(topo.as_ref().map(|t| t.hub.name.to_string()))
+        .or(entry.as_ref().map(|h| h.name.to_string()))
         .unwrap_or_else(|| "hub".into());
     let tls = args
         .node
@@ -262,11 +272,32 @@ pub(crate) async fn run(args: HubArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|w| crate::topology_link::derive(w, |t| Some(crate::topology_link::expected_spokes(t))))
         .transpose()?;
+    let peers = match &watcher {
+        Some(w) => {
+            let me = name.clone();
+            Some(crate::topology_link::derive(w, move |t| {
+                crate::topology_link::hub_peers(t, &me)
+            })?)
+        }
+        None => None,
+    };
+    // Without a certificate to show its peer hubs, the hub shows its node token.
+    let peer_token = match &tls {
+        Some(_) => None,
+        None => {
+            let me =
+                proto::tls::Identity::hub(&name).map_err(|e| anyhow::anyhow!("hub identity {name}: {e}"))?;
+            auth.secrets().node_token(&me)
+        }
+    };
     let config = hub::HubConfig {
         data_dir: placement.data_dir.clone(),
-        server: args.node.server_config(&placement, name, tls, auth),
+        server: args.node.server_config(&placement, name, tls.clone(), auth),
         store: args.node.store_options(),
         fleet,
+        peers,
+        tls,
+        peer_token,
     };
     hub::run(config, shutdown, |http, grpc| {
         // One line on stdout that scripts and tests can wait for.

@@ -5,7 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use replicator::backoff::Backoff;
-use spoke::{ReplicatedDb, ReplicationPlan, SpokeConfig};
+use replicator::link::LinkSettings;
+use spoke::{HubAddr, ReplicatedDb, ReplicationPlan, SpokeConfig};
 use store::{DbName, DbOptions};
 
 use crate::cmd_hub::NodeArgs;
@@ -15,9 +16,10 @@ use crate::cmd_hub::NodeArgs;
 pub(crate) struct SpokeArgs {
     #[command(flatten)]
     pub node: NodeArgs,
-    /// The hub's gRPC URL, e.g. http://10.0.0.1:6984 [default: from the topology].
-    #[arg(long, env = "SESSIONFLEET_HUB")]
-    pub hub: Option<String>,
+    /// A hub's gRPC URL, e.g. http://10.0.0.1:6984; repeat for a hub pair, preferred
+    /// first [default: from the topology].
+    #[arg(long, env = "SESSIONFLEET_HUB", value_delimiter = ',')]
+    pub hub: Vec<String>,
     /// This spoke's datacentre.
     #[arg(long, env = "SESSIONFLEET_DATACENTRE")]
     pub datacentre: String,
@@ -138,7 +140,7 @@ pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
         plan,
         plan_updates,
     };
-    spoke::run(config, shutdown, |http, grpc, _| {
+    spoke::run(config, shutdown, |http, grpc| {
         println!("ready http={http} grpc={grpc}")
     })
     .await?;
@@ -148,7 +150,7 @@ pub(crate) async fn run(args: SpokeArgs) -> anyhow::Result<()> {
 /// What the flags say about replication, to lay over the topology's plan.
 #[derive(Clone, Debug)]
 struct PlanOverrides {
-    hub: Option<String>,
+    hubs: Vec<String>,
     databases: Vec<ReplicatedDb>,
     batch_size: usize,
     backoff: Backoff,
@@ -171,7 +173,7 @@ impl PlanOverrides {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(PlanOverrides {
-            hub: args.hub.clone(),
+            hubs: args.hub.clone(),
             databases,
             batch_size: args.batch_size,
             backoff: Backoff {
@@ -183,10 +185,7 @@ impl PlanOverrides {
     }
 
     fn standalone_plan(&self) -> anyhow::Result<ReplicationPlan> {
-        let hub = self
-            .hub
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("--hub is required without --topology"))?;
+        anyhow::ensure!(!self.hubs.is_empty(), "--hub is required without --topology");
         let databases = if self.databases.is_empty() {
             vec![ReplicatedDb {
                 name: DbName::new("sessions")?,
@@ -196,18 +195,28 @@ impl PlanOverrides {
             self.databases.clone()
         };
         Ok(ReplicationPlan {
-            hub_grpc: hub,
+            hubs: Vec::new(),
             databases,
-            batch_size: self.batch_size,
-            backoff: self.backoff,
-            checkpoint_interval: self.checkpoint_interval,
-            connect_timeout: Duration::from_secs(2),
+            link: LinkSettings {
+                batch_size: self.batch_size,
+                backoff: self.backoff,
+                checkpoint_interval: self.checkpoint_interval,
+                connect_timeout: Duration::from_secs(2),
+            },
         })
     }
 
     fn apply(&self, mut plan: ReplicationPlan) -> ReplicationPlan {
-        if let Some(h) = &self.hub {
-            plan.hub_grpc = h.clone();
+        if !self.hubs.is_empty() {
+            // Named by their URLs: flags carry no node names.
+            plan.hubs = self
+                .hubs
+                .iter()
+                .map(|url| HubAddr {
+                    name: url.clone(),
+                    grpc: url.clone(),
+                })
+                .collect();
         }
         if !self.databases.is_empty() {
             plan.databases = self.databases.clone();

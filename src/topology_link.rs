@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use replicator::backoff::Backoff;
+use replicator::link::LinkSettings;
 use server::fleet::ExpectedSpoke;
-use spoke::{ReplicatedDb, ReplicationPlan};
+use spoke::{HubAddr, ReplicatedDb, ReplicationPlan};
 use store::{DbName, DbOptions};
 use tokio::sync::watch;
 use topology::{Topology, TopologyWatcher};
@@ -76,13 +77,9 @@ pub(crate) fn expected_spokes(t: &Topology) -> (String, Vec<ExpectedSpoke>) {
     (t.fleet.to_string(), spokes)
 }
 
-/// A spoke's replication plan from the topology: the hub, the databases, and
-/// the datacentre's link settings.
-pub(crate) fn spoke_plan(t: &Topology, datacentre: &str) -> Option<ReplicationPlan> {
-    let dc = t.datacentre(datacentre)?;
-    let link = t.link_settings_for(&dc.name);
-    let databases = t
-        .databases()
+/// The databases of the topology, as links replicate them.
+fn replicated_dbs(t: &Topology) -> Vec<ReplicatedDb> {
+    t.databases()
         .iter()
         .filter_map(|d| {
             Some(ReplicatedDb {
@@ -93,14 +90,53 @@ pub(crate) fn spoke_plan(t: &Topology, datacentre: &str) -> Option<ReplicationPl
                 },
             })
         })
+        .collect()
+}
+
+/// A spoke's replication plan from the topology: its hubs in its order, the
+/// databases, and the datacentre's link settings.
+pub(crate) fn spoke_plan(t: &Topology, datacentre: &str) -> Option<ReplicationPlan> {
+    let dc = t.datacentre(datacentre)?;
+    let link = t.link_settings_for(&dc.name);
+    let hubs = t
+        .hubs_for(&dc.name)
+        .into_iter()
+        .map(|h| HubAddr {
+            name: h.name.to_string(),
+            grpc: grpc_url(t, h.grpc),
+        })
         .collect();
     Some(ReplicationPlan {
-        hub_grpc: format!(
-            "{}://{}",
-            if t.tls.is_some() { "https" } else { "http" },
-            t.hub.grpc
-        ),
-        databases,
+        hubs,
+        databases: replicated_dbs(t),
+        link: link_settings(&link),
+    })
+}
+
+/// A hub's view of its peer hubs: each other hub of the topology, the databases, and
+/// the link defaults.
+pub(crate) fn hub_peers(t: &Topology, me: &str) -> Option<hub::PeerPlan> {
+    t.hub(me)?;
+    Some(hub::PeerPlan {
+        peers: t
+            .peer_hubs(me)
+            .into_iter()
+            .map(|h| hub::PeerHub {
+                name: h.name.to_string(),
+                grpc: grpc_url(t, h.grpc),
+            })
+            .collect(),
+        databases: replicated_dbs(t),
+        link: link_settings(&t.links.defaults),
+    })
+}
+
+fn grpc_url(t: &Topology, addr: std::net::SocketAddr) -> String {
+    format!("{}://{addr}", if t.tls.is_some() { "https" } else { "http" })
+}
+
+fn link_settings(link: &topology::LinkSettings) -> LinkSettings {
+    LinkSettings {
         batch_size: link.batch_size as usize,
         backoff: Backoff {
             initial: link.backoff_initial(),
@@ -108,5 +144,5 @@ pub(crate) fn spoke_plan(t: &Topology, datacentre: &str) -> Option<ReplicationPl
         },
         checkpoint_interval: link.checkpoint_interval(),
         connect_timeout: link.connect_timeout(),
-    })
+    }
 }

@@ -16,6 +16,8 @@ pub(crate) struct TargetSpec {
     pub name: String,
     pub url: String,
     pub local: bool,
+    /// A hub: where a read behind a read-your-writes token looks.
+    pub hub: bool,
 }
 
 /// Builds a [`Client`]. Local spokes are asked first, then the fallbacks in
@@ -39,6 +41,7 @@ pub struct ClientBuilder {
     pub(crate) watch_silence: Duration,
     pub(crate) delete_memory: Duration,
     pub(crate) watch_idle: Duration,
+    pub(crate) token_wait: Duration,
     pub(crate) tls: Option<Arc<ReloadingTls>>,
     pub(crate) token: Option<Bearer>,
 }
@@ -63,6 +66,7 @@ impl Default for ClientBuilder {
             watch_silence: Duration::from_secs(3),
             delete_memory: Duration::from_secs(300),
             watch_idle: Duration::from_secs(60),
+            token_wait: Duration::from_millis(500),
             tls: None,
             token: None,
         }
@@ -76,6 +80,7 @@ impl ClientBuilder {
             name: name.into(),
             url: grpc_url.into(),
             local: true,
+            hub: false,
         });
         self
     }
@@ -86,7 +91,29 @@ impl ClientBuilder {
             name: name.into(),
             url: grpc_url.into(),
             local: false,
+            hub: false,
         });
+        self
+    }
+
+    /// The next target of the failover chain, which is a hub: like
+    /// [`ClientBuilder::fallback`], and where [`crate::Client::read_after`] looks when
+    /// the local spoke is behind a token. Without any, it looks at every fallback.
+    pub fn hub(mut self, name: impl Into<String>, grpc_url: impl Into<String>) -> Self {
+        self.targets.push(TargetSpec {
+            name: name.into(),
+            url: grpc_url.into(),
+            local: false,
+            hub: true,
+        });
+        self
+    }
+
+    /// How long [`crate::Client::read_after`] keeps looking for a token's revision
+    /// (the write may not have reached any hub yet) before answering
+    /// [`crate::ClientError::Behind`]. Default 500 ms.
+    pub fn token_wait(mut self, d: Duration) -> Self {
+        self.token_wait = d;
         self
     }
 
@@ -134,6 +161,7 @@ impl ClientBuilder {
                 name: t.node.to_string(),
                 url,
                 local,
+                hub: t.kind == topology::TargetKind::Hub,
             });
         }
         Ok(b)

@@ -13,7 +13,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use moka::future::Cache;
 use proto::tls::ReloadingTls;
 use proto::v1::sessions_client::SessionsClient;
-use proto::v1::{DeleteRequest, GetRequest, PutRequest};
+use proto::v1::{DeleteRequest, GetRequest, PutRequest, RevokeRequest};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -25,6 +25,7 @@ use crate::error::ClientError;
 use crate::health::Health;
 use crate::hedge::HedgeBudget;
 use crate::rule::{self, Verdict};
+use crate::token::ReadToken;
 use crate::watch::{self, WatchState};
 
 /// A session as read.
@@ -52,6 +53,29 @@ pub enum Source {
     Target(String),
 }
 
+/// What a revocation did ([`Client::revoke`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// The winning tombstone's revision ([`ReadToken::deleted`] of it for later reads).
+    pub rev: String,
+    /// Nodes that committed it, as `datacentre/node` (hubs as `hub/<name>`).
+    pub applied: Vec<String>,
+    /// Nodes that had not acknowledged it when the call returned.
+    pub not_applied: Vec<String>,
+}
+
+/// How a read given a [`ReadToken`] met it ([`Client::read_after`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caught {
+    /// The usual read (cache or local spoke) already had the token's revision or later.
+    Already,
+    /// It did not; a hub (named) did, at once.
+    FromHub(String),
+    /// Nothing had it at first; the target named did after the client waited this long
+    /// (the write had not reached a hub yet).
+    AfterWaiting(String, Duration),
+}
+
 /// How a read was served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Served {
@@ -68,6 +92,7 @@ pub(crate) struct Target {
     pub name: String,
     pub url: String,
     pub local: bool,
+    pub hub: bool,
     /// Reads and writes.
     pub client: SessionsClient<AuthChannel>,
     /// The invalidation stream, on its own connection: its events must not
@@ -139,6 +164,9 @@ impl Drop for DropGuard {
         self.0.cancel();
     }
 }
+
+/// Between looks for a read-your-writes token's revision.
+const TOKEN_RETRY: Duration = Duration::from_millis(20);
 
 /// Most deletes remembered (each costs its key and a number).
 const DELETE_MEMORY_ENTRIES: u64 = 100_000;
@@ -247,6 +275,80 @@ impl Client {
         })
     }
 
+    /// Reads a session no older than the write `token` stands for (read-your-writes
+    /// after roaming): `Ok(None)` if it is gone. First the usual read; if that answers
+    /// an older revision (the local spoke has not applied the write yet), the hubs are
+    /// asked directly, then asked again (with the local spoke) until the write turns up
+    /// or [`ClientBuilder::token_wait`] passes, which is [`ClientError::Behind`]. The
+    /// [`Caught`] says which happened. A stale cached copy is dropped on the way.
+    ///
+    /// Costs nothing extra when the local spoke is current; one hub round trip when it
+    /// is not.
+    pub async fn read_after(
+        &self,
+        db: &str,
+        id: &str,
+        token: &ReadToken,
+    ) -> Result<(Option<Session>, Served, Caught), ClientError> {
+        let started = Instant::now();
+        let found = |a: Answer| match a {
+            Answer::Found(s) => Some((*s).clone()),
+            Answer::Absent(_) => None,
+        };
+        let (answer, served) = self.lookup(db, id).await?;
+        if rule::meets(&answer, token) {
+            return Ok((found(answer), served, Caught::Already));
+        }
+        metrics::counter!("edge_token_behind_total").increment(1);
+        let key: Key = (Arc::from(db), Arc::from(id));
+        self.inner.cache.invalidate(&key).await;
+        let cfg = self.inner.cfg.load_full();
+        let targets = self.inner.targets.load_full();
+        let any_hub = targets.iter().any(|t| t.hub);
+        let hubs: Vec<&Arc<Target>> = targets
+            .iter()
+            .filter(|t| t.hub || (!any_hub && !t.local))
+            .collect();
+        let everywhere: Vec<&Arc<Target>> = targets
+            .iter()
+            .filter(|t| t.local)
+            .chain(hubs.iter().copied())
+            .collect();
+        let give_up = started + cfg.token_wait;
+        let mut round = 0u32;
+        loop {
+            let asked = if round == 0 { &hubs } else { &everywhere };
+            for t in asked {
+                let until = Instant::now() + cfg.deadline_of(t.local);
+                let Ok((lookup, _)) = get_one(t, &cfg, until, db, id).await else {
+                    continue;
+                };
+                let answer = answer_of(&self.inner, &key, lookup).await.unwrap_or_else(|a| a);
+                if rule::meets(&answer, token) {
+                    let caught = if round == 0 {
+                        Caught::FromHub(t.name.clone())
+                    } else {
+                        Caught::AfterWaiting(t.name.clone(), started.elapsed())
+                    };
+                    metrics::counter!("edge_token_caught_total", "how" => if round == 0 { "hub" } else { "waited" }).increment(1);
+                    let how = self::served(Source::Target(t.name.clone()), started, false);
+                    return Ok((found(answer), how, caught));
+                }
+            }
+            if Instant::now() >= give_up {
+                metrics::counter!("edge_token_missed_total").increment(1);
+                return Err(ClientError::Behind {
+                    db: db.to_owned(),
+                    id: id.to_owned(),
+                    token: token.to_string(),
+                    waited: started.elapsed(),
+                });
+            }
+            round += 1;
+            tokio::time::sleep(TOKEN_RETRY.min(give_up.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
     /// The read path: the cache if the rule allows, else one shared fetch; if
     /// that finds every target unreachable, the cached entry if the rule's
     /// stale-if-error window allows.
@@ -326,7 +428,7 @@ impl Client {
             rev: rev.unwrap_or("").into(),
             body: Bytes::copy_from_slice(body),
         };
-        let new_rev = write(&self.inner, |mut c, deadline| {
+        let new_rev = write(&self.inner, Duration::ZERO, |mut c, deadline| {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(deadline);
             async move { c.put(r).await.map(|r| r.into_inner().rev) }
@@ -349,7 +451,7 @@ impl Client {
             id: id.into(),
             rev: rev.into(),
         };
-        let new_rev = write(&self.inner, |mut c, deadline| {
+        let new_rev = write(&self.inner, Duration::ZERO, |mut c, deadline| {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(deadline);
             async move { c.delete(r).await.map(|r| r.into_inner().rev) }
@@ -372,6 +474,62 @@ impl Client {
             )
             .await;
         Ok(new_rev)
+    }
+
+    /// Revokes a session everywhere, fast (a logout that must hold): the local spoke
+    /// deletes every live revision and sends the tombstones to the hub on the
+    /// priority lane, ahead of bulk replication, and the hub sends them down to every
+    /// datacentre. Returns within about `wait` with which nodes have committed it and
+    /// which have not (cut off or slow; each gets it first thing when it reconnects).
+    /// Edge-clients watching those spokes evict it as it commits there.
+    ///
+    /// Sent like a write (local spoke, else along the chain when it certainly did not
+    /// happen). Revoking a session that was never seen where the call lands is
+    /// [`ClientError::NotFound`].
+    pub async fn revoke(&self, db: &str, id: &str, wait: Duration) -> Result<Revoked, ClientError> {
+        let req = RevokeRequest {
+            db: db.into(),
+            id: id.into(),
+            timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        };
+        let answer = write(&self.inner, wait, |mut c, deadline| {
+            let mut r = tonic::Request::new(req.clone());
+            // The server waits `wait` for acknowledgements before it answers.
+            let allowed = deadline.saturating_add(wait);
+            r.set_timeout(allowed);
+            async move { c.revoke(r).await.map(|r| r.into_inner()) }
+        })
+        .await
+        .map_err(|e| match e {
+            ClientError::Rejected {
+                code: Code::NotFound, ..
+            } => ClientError::NotFound {
+                db: db.to_owned(),
+                id: id.to_owned(),
+            },
+            e => e,
+        })?;
+        let key: Key = (Arc::from(db), Arc::from(id));
+        self.inner
+            .deletes
+            .insert(key.clone(), rule::generation(&answer.rev))
+            .await;
+        self.inner
+            .cache
+            .insert(
+                key,
+                Entry {
+                    answer: Answer::Absent(Absence::Deleted),
+                    fetched: Instant::now(),
+                    vouch: None,
+                },
+            )
+            .await;
+        Ok(Revoked {
+            rev: answer.rev,
+            applied: answer.applied,
+            not_applied: answer.not_applied,
+        })
     }
 
     /// Starts the invalidation stream of `db` now (it otherwise starts at the
@@ -457,10 +615,9 @@ fn make_targets(
     specs
         .iter()
         .map(|spec| {
-            if let Some(t) = old
-                .iter()
-                .find(|t| t.name == spec.name && t.url == spec.url && t.local == spec.local)
-            {
+            if let Some(t) = old.iter().find(|t| {
+                t.name == spec.name && t.url == spec.url && t.local == spec.local && t.hub == spec.hub
+            }) {
                 return Ok(t.clone());
             }
             let connect_timeout = cfg.deadline_of(spec.local).max(Duration::from_millis(20));
@@ -468,6 +625,7 @@ fn make_targets(
                 name: spec.name.clone(),
                 url: spec.url.clone(),
                 local: spec.local,
+                hub: spec.hub,
                 client: SessionsClient::with_interceptor(
                     channel(spec, cfg.tls.as_ref(), connect_timeout)?,
                     Authorize(cfg.token.clone()),
@@ -694,6 +852,23 @@ async fn fetch_and_cache(
     result
 }
 
+/// What a target's answer is served as: a session the rule does not admit (expired,
+/// or superseded by a delete this client has seen) is `Err` with the absence it is
+/// served as instead, and is never cached.
+async fn answer_of(inner: &Inner, key: &Key, lookup: Lookup) -> Result<Answer, Answer> {
+    match lookup {
+        Lookup::Found(s) => match rule::admit(&s, inner.deletes.get(key).await, rule::unix_now()) {
+            Ok(()) => Ok(Answer::Found(Arc::new(s))),
+            Err(absence) => {
+                metrics::counter!("edge_superseded_reads_total").increment(1);
+                Err(Answer::Absent(absence))
+            }
+        },
+        Lookup::Missing => Ok(Answer::Absent(Absence::Missing)),
+        Lookup::Gone(a) => Ok(Answer::Absent(a)),
+    }
+}
+
 /// Turns a read answer into what is served, and caches it if the rule allows.
 async fn settle(
     inner: &Inner,
@@ -704,19 +879,14 @@ async fn settle(
     raw: Raw,
 ) -> Fetched {
     let target = raw.target.name.clone();
-    let answer = match raw.lookup {
-        Lookup::Found(s) => match rule::admit(&s, inner.deletes.get(key).await, rule::unix_now()) {
-            Ok(()) => Answer::Found(Arc::new(s)),
-            Err(absence) => {
-                metrics::counter!("edge_superseded_reads_total").increment(1);
-                return Fetched {
-                    answer: Answer::Absent(absence),
-                    target,
-                };
+    let answer = match answer_of(inner, key, raw.lookup).await {
+        Ok(a) => a,
+        Err(superseded) => {
+            return Fetched {
+                answer: superseded,
+                target,
             }
-        },
-        Lookup::Missing => Answer::Absent(Absence::Missing),
-        Lookup::Gone(a) => Answer::Absent(a),
+        }
     };
     // A "not found" is remembered only if every confirmation answered.
     let cacheable = raw.complete || !matches!(answer, Answer::Absent(Absence::Missing));
@@ -1013,15 +1183,21 @@ fn never_sent(s: &tonic::Status) -> bool {
     false
 }
 
-async fn write_once<F, Fut>(t: &Target, cfg: &ClientBuilder, f: &F) -> Result<String, WriteError>
+async fn write_once<T, F, Fut>(
+    t: &Target,
+    cfg: &ClientBuilder,
+    extra: Duration,
+    f: &F,
+) -> Result<T, WriteError>
 where
     F: Fn(SessionsClient<AuthChannel>, Duration) -> Fut,
-    Fut: Future<Output = Result<String, tonic::Status>>,
+    Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let deadline = cfg.write_deadline;
     // The server is told the deadline (grpc-timeout); our own timer allows for
-    // the answer's trip back.
+    // the answer's trip back, and for `extra` the server is asked to spend.
     let ours = deadline
+        .saturating_add(extra)
         .saturating_add(deadline / 4)
         .saturating_add(Duration::from_millis(20));
     match tokio::time::timeout(ours, f(t.client.clone(), deadline)).await {
@@ -1050,10 +1226,10 @@ where
 /// the next target only if it certainly did not happen. Write timeouts never
 /// count against the read breaker (a slow fsync is not a dead spoke); a
 /// connection that cannot be made does.
-async fn write<F, Fut>(inner: &Inner, f: F) -> Result<String, ClientError>
+async fn write<T, F, Fut>(inner: &Inner, extra: Duration, f: F) -> Result<T, ClientError>
 where
     F: Fn(SessionsClient<AuthChannel>, Duration) -> Fut,
-    Fut: Future<Output = Result<String, tonic::Status>>,
+    Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let cfg = inner.cfg.load_full();
     let mut attempts = Vec::new();
@@ -1061,7 +1237,7 @@ where
     for t in targets.iter().filter(|t| t.health.is_available()) {
         let mut ambiguous: Option<String> = None;
         for _ in 0..2 {
-            let why = match write_once(t, &cfg, &f).await {
+            let why = match write_once(t, &cfg, extra, &f).await {
                 Ok(rev) => {
                     t.health.success();
                     return Ok(rev);

@@ -67,6 +67,21 @@ pub enum ClientError {
         /// Its message.
         message: String,
     },
+    /// A read given a read-your-writes token found only older revisions (or none)
+    /// wherever it looked, for as long as it may wait: the write has not reached
+    /// this datacentre or any hub yet. Retry shortly; do not treat the user as
+    /// logged out.
+    #[error("session {id:?} in {db:?}: no target had revision {token} or later within {waited:?}")]
+    Behind {
+        /// The database.
+        db: String,
+        /// The session id.
+        id: String,
+        /// The token, as text.
+        token: String,
+        /// How long the read looked.
+        waited: std::time::Duration,
+    },
     /// The client is misconfigured.
     #[error("configuration: {0}")]
     Config(String),
@@ -82,9 +97,9 @@ impl ClientError {
         )
     }
 
-    /// Trying the same request again later may succeed (reads: `Unavailable`;
+    /// Trying the same request again later may succeed (reads: `Unavailable`, `Behind`;
     /// writes: only `Unavailable` — an unknown outcome needs a re-read first).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ClientError::Unavailable { .. })
+        matches!(self, ClientError::Unavailable { .. } | ClientError::Behind { .. })
     }
 }

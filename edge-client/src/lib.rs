@@ -62,13 +62,26 @@
 //! before writing again. [`ClientError::Conflict`] means the revision given is
 //! not the current one.
 //!
+//! # Reading your own writes after roaming
+//!
+//! A write's revision, wrapped as a [`ReadToken`] ([`ReadToken::written`] for a
+//! put, [`ReadToken::deleted`] for a delete), is what the app carries to later
+//! reads: in its own session cookie beside the session id, say, as the token's
+//! text. [`Client::read_after`] never answers with a revision older than the
+//! token's. When the usual read (cache, local spoke) is behind — the user wrote in
+//! another datacentre a moment ago — it asks the hubs directly, then keeps looking
+//! for up to [`ClientBuilder::token_wait`], and returns [`Caught`] to say which it
+//! did, or [`ClientError::Behind`]. "Not older" means: the token's revision, or a
+//! later generation; for a delete, the session gone. The cost is nothing when the
+//! local spoke is current, one hub round trip when it is not.
+//!
 //! It knows only the gRPC contract (`proto`) and the topology format — nothing
 //! of the servers' insides.
 //!
 //! Layout: [`builder`] (configuration), `client` (the read and write paths),
 //! `rule` (the serving rule), `error` (what callers see), `health` (per-target
 //! circuit breakers), `watch` (invalidation and vouching), `cache` (entries
-//! and their weight), `hedge` (the hedging budget).
+//! and their weight), `hedge` (the hedging budget), `token` (read-your-writes).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), edge_client::ClientError> {
@@ -97,9 +110,11 @@ mod error;
 mod health;
 mod hedge;
 mod rule;
+mod token;
 mod watch;
 
 pub use builder::ClientBuilder;
-pub use client::{Client, Served, Session, Source};
+pub use client::{Caught, Client, Revoked, Served, Session, Source};
 pub use credentials::Credentials;
 pub use error::ClientError;
+pub use token::ReadToken;

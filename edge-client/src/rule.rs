@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::builder::ClientBuilder;
 use crate::cache::{Absence, Answer, Entry};
 use crate::client::Session;
+use crate::token::ReadToken;
 use crate::watch::WatchState;
 
 /// What may be done with a cached entry.
@@ -78,6 +79,18 @@ pub(crate) fn admit(s: &Session, deleted_at: Option<u64>, now: u64) -> Result<()
     Ok(())
 }
 
+/// Whether `answer` is at least as new as the write `token` stands for: that
+/// revision or a later generation, or, for a delete, the session gone (deleted or
+/// expired). A "missing" never is (the write has not arrived), nor is an
+/// "expired" for a put (the write may have extended the expiry of an older copy).
+pub(crate) fn meets(answer: &Answer, token: &ReadToken) -> bool {
+    match answer {
+        Answer::Found(s) => s.rev == token.rev() || generation(&s.rev) > token.generation(),
+        Answer::Absent(Absence::Deleted | Absence::Expired) => token.is_delete(),
+        Answer::Absent(Absence::Missing) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -100,6 +113,28 @@ mod tests {
             fetched: Instant::now() - age,
             vouch: None,
         }
+    }
+
+    #[test]
+    fn a_token_is_met_by_its_revision_or_a_later_one_and_a_delete_by_gone() {
+        let put = ReadToken::written("3-b").unwrap();
+        let found = |rev| Answer::Found(Arc::new(session(rev, None)));
+        assert!(meets(&found("3-b"), &put));
+        assert!(meets(&found("4-a"), &put));
+        assert!(
+            !meets(&found("3-a"), &put),
+            "a conflicting sibling is not the write"
+        );
+        assert!(!meets(&found("2-z"), &put));
+        for absence in [Absence::Missing, Absence::Deleted, Absence::Expired] {
+            assert!(!meets(&Answer::Absent(absence), &put), "{absence:?} met a put");
+        }
+        let del = ReadToken::deleted("4-c").unwrap();
+        assert!(meets(&Answer::Absent(Absence::Deleted), &del));
+        assert!(meets(&Answer::Absent(Absence::Expired), &del));
+        assert!(!meets(&Answer::Absent(Absence::Missing), &del));
+        assert!(!meets(&found("3-b"), &del), "the copy before the delete");
+        assert!(meets(&found("5-a"), &del), "re-created after the delete");
     }
 
     #[test]

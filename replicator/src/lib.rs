@@ -13,13 +13,15 @@
 //!
 //! Layout: [`peer`] (the trait and shared types), `local`, `grpc`, `http`
 //! (the three peers), `checkpoint` (ids and histories), [`backoff`] (pure),
-//! [`engine`] (the loop), [`status`] (progress and metrics).
+//! [`engine`] (the loop), [`status`] (progress and metrics), [`link`] (a role's
+//! continuous replications with one remote node).
 
 pub mod backoff;
 mod checkpoint;
 pub mod engine;
 mod grpc;
 mod http;
+pub mod link;
 mod local;
 pub mod peer;
 pub mod status;

@@ -39,15 +39,37 @@ pub struct PeerState {
     pub caught_up_ms: BTreeMap<String, u64>,
 }
 
-/// The hub's view of the fleet.
+/// One of this node's own links: the replications it runs with another fleet node
+/// (a spoke's with its hub, a hub's with a peer hub), set by the role.
+#[derive(Clone, Debug)]
+pub struct OwnLink {
+    /// The remote node's name.
+    pub remote: String,
+    /// Its gRPC URL.
+    pub url: String,
+    /// What the remote is to this node: `hub` (a spoke's hub) or `peer-hub`.
+    pub role: String,
+    /// The link's replications.
+    pub replications: Vec<Arc<replicator::ReplicationStatus>>,
+}
+
+/// The node's view of the fleet: on a hub, the spokes and peer hubs that dial it;
+/// on any node, its own links.
 #[derive(Default)]
 pub struct Fleet {
     /// The fleet's name, when known.
     pub name: ArcSwap<String>,
     /// The spokes the topology names (empty: standalone).
     pub expected: ArcSwap<Vec<ExpectedSpoke>>,
+    /// The other hubs the topology names (empty: a single hub, or standalone).
+    pub peer_hubs: ArcSwap<Vec<String>>,
     peers: Mutex<BTreeMap<String, PeerState>>,
+    links: ArcSwap<Vec<OwnLink>>,
 }
+
+/// How a peer hub is named among the peers: `hub/<node>` (spokes are `<datacentre>/<node>`,
+/// and no datacentre may share a hub's name, so the two cannot collide).
+pub const HUB_PEER_PREFIX: &str = "hub/";
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -60,6 +82,21 @@ impl Fleet {
     pub fn set_expected(&self, fleet_name: String, spokes: Vec<ExpectedSpoke>) {
         self.name.store(Arc::new(fleet_name));
         self.expected.store(Arc::new(spokes));
+    }
+
+    /// Replaces the peer hubs this hub admits and shows (on topology reload).
+    pub fn set_peer_hubs(&self, hubs: Vec<String>) {
+        self.peer_hubs.store(Arc::new(hubs));
+    }
+
+    /// Replaces this node's own links (when its replications start or move).
+    pub fn set_links(&self, links: Vec<OwnLink>) {
+        self.links.store(Arc::new(links));
+    }
+
+    /// This node's own links.
+    pub fn links(&self) -> Arc<Vec<OwnLink>> {
+        self.links.load_full()
     }
 
     fn with(&self, peer: &str, f: impl FnOnce(&mut PeerState)) {
@@ -98,9 +135,9 @@ impl Fleet {
     }
 
     /// Whether a caller with certificate `identity` may replicate with this node,
-    /// and under which name it appears on the status page. Spokes must be named by
-    /// the current topology (any spoke of the fleet's CA when the node runs without
-    /// one); replicator and admin clients may replicate; nobody else may.
+    /// and under which name it appears on the status page. Spokes and other hubs
+    /// must be named by the current topology (any of the fleet's CA when the node
+    /// runs without one); replicator and admin clients may replicate; nobody else may.
     pub fn admit(&self, identity: &Identity) -> Result<String, String> {
         match identity {
             Identity::Spoke { datacentre, node } => {
@@ -113,6 +150,18 @@ impl Fleet {
                 } else {
                     Err(format!(
                         "spoke {datacentre}/{node} is not in the topology of fleet {:?}",
+                        self.name.load().as_str()
+                    ))
+                }
+            }
+            Identity::Hub { node } => {
+                let expected = self.expected.load();
+                let hubs = self.peer_hubs.load();
+                if (expected.is_empty() && hubs.is_empty()) || hubs.iter().any(|h| h == node) {
+                    Ok(format!("{HUB_PEER_PREFIX}{node}"))
+                } else {
+                    Err(format!(
+                        "hub {node} is not a peer hub in the topology of fleet {:?}",
                         self.name.load().as_str()
                     ))
                 }

@@ -16,6 +16,8 @@
 //! - [`fleet`]: the hub's view of the spokes, behind `/_fleet`;
 //! - `replications`: `_replicate` and `_replicator` jobs (the engine is the
 //!   `replicator` crate's) and their `_active_tasks` progress;
+//! - [`revocation`]: the priority lane that carries revocations ahead of bulk
+//!   replication, and who has acknowledged them;
 //! - [`transport`]: plaintext or TLS connections and the [`transport::Peer`]
 //!   (address, certificate identity) handlers see;
 //! - `metrics`: the Prometheus recorder behind `GET /_metrics`;
@@ -32,6 +34,7 @@ mod http;
 mod metrics;
 pub mod node;
 mod replications;
+pub mod revocation;
 pub mod transport;
 
 pub use auth::Authenticator;

@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub transport: Arc<Transport>,
     /// The in-flight bound of both listeners.
     pub admission: crate::admission::Admission,
+    /// The priority lane for revocations.
+    pub revocations: Arc<crate::revocation::Revocations>,
 }
 
 /// A node about to serve: bind first (so callers learn the real ports), then run.
@@ -44,6 +46,7 @@ pub struct NodeHandle {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     fleet: Arc<Fleet>,
+    revocations: Arc<crate::revocation::Revocations>,
 }
 
 /// Failure to start serving.
@@ -81,6 +84,7 @@ impl Node {
             shutdown.clone(),
         ));
         let fleet = Arc::new(Fleet::default());
+        let revocations = Arc::new(crate::revocation::Revocations::default());
         let transport = Arc::new(Transport::new(config.tls.clone(), config.limits.header_timeout));
         let shared = Arc::new(Shared {
             admission: crate::admission::Admission::new(config.limits.max_in_flight),
@@ -91,6 +95,7 @@ impl Node {
             shutdown: shutdown.clone(),
             replications: replications.clone(),
             fleet: fleet.clone(),
+            revocations: revocations.clone(),
         });
         let shared_tls = shared.transport.is_tls();
         let tasks = vec![
@@ -105,6 +110,7 @@ impl Node {
             shutdown,
             tasks,
             fleet,
+            revocations,
         })
     }
 }
@@ -123,6 +129,11 @@ impl NodeHandle {
     /// The fleet view behind the status page; roles set the expected spokes.
     pub fn fleet(&self) -> Arc<Fleet> {
         self.fleet.clone()
+    }
+
+    /// The priority lane for revocations; a spoke's role sets its uplink to the hub.
+    pub fn revocations(&self) -> Arc<crate::revocation::Revocations> {
+        self.revocations.clone()
     }
 
     /// A token cancelled when the node shuts down.

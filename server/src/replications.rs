@@ -12,6 +12,30 @@ use serde_json::{json, Value};
 use store::{ChangesQuery, DbName, DbOptions, DocId, ReadOptions, Store};
 use tokio_util::sync::CancellationToken;
 
+/// One replication as an `_active_tasks` entry, CouchDB-shaped.
+pub(crate) fn active_task(s: &StatusSnapshot) -> Value {
+    json!({
+        "type": "replication",
+        "replication_id": s.label,
+        "doc_id": null,
+        "source": s.source,
+        "target": s.target,
+        "continuous": s.continuous,
+        "state": s.state,
+        "last_error": s.last_error,
+        "docs_read": s.docs_read,
+        "docs_written": s.docs_written,
+        "doc_write_failures": s.doc_write_failures,
+        "bytes_written": s.bytes,
+        "checkpointed_source_seq": s.checkpointed_seq,
+        "source_seq": s.source_seq,
+        "changes_pending": s.seq_lag,
+        "time_lag_ms": s.time_lag_ms,
+        "started_on": s.started_ms / 1000,
+        "updated_on": s.last_progress_ms / 1000,
+    })
+}
+
 /// The database holding persistent replication jobs.
 pub(crate) const REPLICATOR_DB: &str = "_replicator";
 
@@ -183,34 +207,16 @@ impl Replications {
         }
     }
 
-    /// `_active_tasks` entries, CouchDB-shaped.
+    /// `_active_tasks` entries of the running jobs, CouchDB-shaped.
     pub fn active_tasks(&self) -> Vec<Value> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Value> = jobs
             .values()
             .filter(|j| !j.replication.is_finished())
             .map(|j| {
-                let s = j.replication.status().snapshot();
-                json!({
-                    "type": "replication",
-                    "replication_id": s.label,
-                    "doc_id": j.doc,
-                    "source": s.source,
-                    "target": s.target,
-                    "continuous": s.continuous,
-                    "state": s.state,
-                    "last_error": s.last_error,
-                    "docs_read": s.docs_read,
-                    "docs_written": s.docs_written,
-                    "doc_write_failures": s.doc_write_failures,
-                    "bytes_written": s.bytes,
-                    "checkpointed_source_seq": s.checkpointed_seq,
-                    "source_seq": s.source_seq,
-                    "changes_pending": s.seq_lag,
-                    "time_lag_ms": s.time_lag_ms,
-                    "started_on": s.started_ms / 1000,
-                    "updated_on": s.last_progress_ms / 1000,
-                })
+                let mut task = active_task(&j.replication.status().snapshot());
+                task["doc_id"] = json!(j.doc);
+                task
             })
             .collect();
         out.sort_by(|a, b| a["replication_id"].as_str().cmp(&b["replication_id"].as_str()));

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::model::{
-    DatabaseSpec, Datacentre, DatacentreName, FailoverStep, LinkSettings, NodeName, Spoke, Topology,
+    DatabaseSpec, Datacentre, DatacentreName, FailoverStep, Hub, LinkSettings, NodeName, Spoke, Topology,
 };
 
 /// Whether a target is the hub or a spoke.
@@ -25,7 +25,7 @@ pub enum TargetKind {
 pub struct Target {
     /// The node's name.
     pub node: NodeName,
-    /// The spoke's datacentre; `None` for the hub.
+    /// The spoke's datacentre; `None` for a hub.
     pub datacentre: Option<DatacentreName>,
     /// Hub or spoke.
     pub kind: TargetKind,
@@ -46,22 +46,23 @@ impl Target {
         }
     }
 
-    fn hub(topology: &Topology) -> Target {
+    fn hub(hub: &Hub) -> Target {
         Target {
-            node: topology.hub.name.clone(),
+            node: hub.name.clone(),
             datacentre: None,
             kind: TargetKind::Hub,
-            http: topology.hub.http,
-            grpc: topology.hub.grpc,
+            http: hub.http,
+            grpc: hub.grpc,
         }
     }
 }
 
 impl Topology {
     /// The order in which an app server in datacentre `dc` tries nodes: the datacentre's own
-    /// spokes (file order), then each `failover` entry expanded (the hub, or another
-    /// datacentre's spokes in file order), then the hub if the list did not name it — the hub
-    /// holds everything, so it is always somewhere in the chain. No node appears twice.
+    /// spokes (file order), then each `failover` entry expanded (a hub, or another
+    /// datacentre's spokes in file order), then every hub the list did not name, in the
+    /// datacentre's hub order ([`Topology::hubs_for`]) — a hub holds everything, so every hub
+    /// is somewhere in the chain. No node appears twice.
     ///
     /// Empty if the topology has no datacentre `dc`: an app server configured for a datacentre
     /// the topology does not know should fail loudly, not quietly read from the hub.
@@ -81,7 +82,11 @@ impl Topology {
         }
         for step in &home.failover {
             match step {
-                FailoverStep::Hub(_) => push(&mut chain, Target::hub(self)),
+                FailoverStep::Hub(name) => {
+                    if let Some(hub) = self.hub(name.as_str()) {
+                        push(&mut chain, Target::hub(hub));
+                    }
+                }
                 FailoverStep::Datacentre(name) => {
                     // Validation guarantees the name exists; a hand-built topology may not.
                     if let Some(other) = self.datacentre(name.as_str()) {
@@ -92,8 +97,43 @@ impl Topology {
                 }
             }
         }
-        push(&mut chain, Target::hub(self));
+        for hub in self.hubs_for(dc) {
+            push(&mut chain, Target::hub(hub));
+        }
         chain
+    }
+
+    /// The hubs datacentre `dc`'s spokes replicate with, in the order they try them: the
+    /// datacentre's preferred hub (`hub = ...`, else the first hub), then the others in file
+    /// order. A spoke replicates with the first reachable one and returns to the first when it
+    /// recovers. For a datacentre the topology does not know: every hub in file order.
+    pub fn hubs_for(&self, dc: &DatacentreName) -> Vec<&Hub> {
+        let preferred = self
+            .datacentre(dc.as_str())
+            .and_then(|d| d.hub.as_ref())
+            .and_then(|name| self.hub(name.as_str()));
+        preferred
+            .into_iter()
+            .chain(self.hubs.iter().filter(|h| Some(*h) != preferred))
+            .collect()
+    }
+
+    /// The hub called `name`.
+    pub fn hub(&self, name: &str) -> Option<&Hub> {
+        self.hubs.iter().find(|h| h.name == name)
+    }
+
+    /// The first hub in the file: where a tool that needs one hub (the demo's status page,
+    /// `sessionfleet client`'s fallback) goes.
+    pub fn first_hub(&self) -> &Hub {
+        // A topology has at least one hub: `parse` refuses a file without, and `hubs_for`
+        // et al. would be meaningless without one.
+        &self.hubs[0]
+    }
+
+    /// Every hub but `me`, in file order: the hubs a hub replicates with.
+    pub fn peer_hubs(&self, me: &str) -> Vec<&Hub> {
+        self.hubs.iter().filter(|h| h.name != me).collect()
     }
 
     /// Every spoke with its datacentre, in file order: the spokes the hub expects to replicate
@@ -125,10 +165,10 @@ impl Topology {
             .find(|dc| dc.spokes.iter().any(|s| s.name == spoke))
     }
 
-    /// Any node (the hub or a spoke) by name, as a dialable target.
+    /// Any node (a hub or a spoke) by name, as a dialable target.
     pub fn node(&self, name: &str) -> Option<Target> {
-        if self.hub.name == name {
-            return Some(Target::hub(self));
+        if let Some(hub) = self.hub(name) {
+            return Some(Target::hub(hub));
         }
         let dc = self.datacentre_of(name)?;
         dc.spokes

@@ -31,33 +31,38 @@ pub fn render(t: &Topology, source: &str) -> String {
         "# by `sessionfleet topology inventory`: edit the topology file, not this one."
     );
     let _ = writeln!(out, "\n[hub]");
-    let _ = writeln!(
-        out,
-        "{}",
-        host_line(
-            t.hub.name.as_str(),
-            "hub",
-            None,
-            t.hub.http,
-            t.hub.grpc,
-            t.hub.data_dir.as_deref()
-        )
-    );
+    for hub in &t.hubs {
+        let _ = writeln!(
+            out,
+            "{}",
+            host_line(
+                hub.name.as_str(),
+                "hub",
+                None,
+                hub.http,
+                hub.grpc,
+                hub.data_dir.as_deref()
+            )
+        );
+    }
     let _ = writeln!(out, "\n[spokes]");
     for dc in &t.datacentres {
+        // With a hub pair, each spoke names its preferred hub: the one whose status page
+        // the deployment waits on to list it.
+        let preferred = t.hubs_for(&dc.name).first().map(|h| h.name.clone());
         for s in &dc.spokes {
-            let _ = writeln!(
-                out,
-                "{}",
-                host_line(
-                    s.name.as_str(),
-                    "spoke",
-                    Some(dc.name.as_str()),
-                    s.http,
-                    s.grpc,
-                    s.data_dir.as_deref()
-                )
+            let mut line = host_line(
+                s.name.as_str(),
+                "spoke",
+                Some(dc.name.as_str()),
+                s.http,
+                s.grpc,
+                s.data_dir.as_deref(),
             );
+            if let Some(hub) = preferred.as_ref().filter(|_| t.hubs.len() > 1) {
+                let _ = write!(line, " hub={hub}");
+            }
+            let _ = writeln!(out, "{line}");
         }
     }
     for dc in &t.datacentres {

@@ -18,8 +18,10 @@ use serde::Serialize;
 pub struct Topology {
     /// The fleet's name, shown on status pages and passed to ansible as `fleet_name`.
     pub fleet: FleetName,
-    /// The single hub every spoke replicates with.
-    pub hub: Hub,
+    /// The hubs in file order, at least one: each a full replica. They replicate with each
+    /// other continuously; every spoke replicates with one of them at a time (see
+    /// [`Topology::hubs_for`]).
+    pub hubs: Vec<Hub>,
     /// Datacentres in file order; the order is kept because ops read `show` output against the file.
     pub datacentres: Vec<Datacentre>,
     /// The databases that exist on every node and replicate between spokes and the hub.
@@ -129,7 +131,7 @@ pub fn check_label(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The hub: a full replica of every database, the fan-out point and the last-resort read target.
+/// A hub: a full replica of every database, a fan-out point and a last-resort read target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hub {
     /// Unique among all nodes; failover lists may name it.
@@ -145,8 +147,11 @@ pub struct Hub {
 /// One datacentre: its spokes, and where its app servers go when those spokes fail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Datacentre {
-    /// Unique among datacentres and distinct from the hub's name.
+    /// Unique among datacentres and distinct from every hub's name.
     pub name: DatacentreName,
+    /// The hub this datacentre's spokes replicate with while it is reachable; `None` means the
+    /// first hub. Validation guarantees it names a hub.
+    pub hub: Option<NodeName>,
     /// Failover after this datacentre's own spokes, as written in the file (see
     /// [`Topology::failover_chain`] for the expanded chain, which always includes the hub).
     pub failover: Vec<FailoverStep>,
@@ -158,7 +163,7 @@ pub struct Datacentre {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailoverStep {
-    /// The hub (named by its node name in the file).
+    /// A hub (named by its node name in the file).
     Hub(NodeName),
     /// Another datacentre: all of its spokes, in their file order.
     Datacentre(DatacentreName),

@@ -30,7 +30,7 @@ const ROOT_KEYS: &[&str] = &[
 ];
 const FLEET_KEYS: &[&str] = &["name"];
 const NODE_KEYS: &[&str] = &["name", "http", "grpc", "data_dir"];
-const DATACENTRE_KEYS: &[&str] = &["name", "failover", "spoke"];
+const DATACENTRE_KEYS: &[&str] = &["name", "hub", "failover", "spoke"];
 const DATABASE_KEYS: &[&str] = &["name", "expiry_field", "revs_limit"];
 const LINK_KEYS: &[&str] = &[
     "batch_size",
@@ -56,7 +56,8 @@ const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 /// (and already reported where required).
 pub(crate) struct Draft {
     pub fleet: Option<Spanned<FleetName>>,
-    pub hub: Option<DraftNode>,
+    /// `[hub]` or each `[[hub]]`; empty (and reported) when missing.
+    pub hubs: Vec<DraftNode>,
     pub datacentres: Vec<DraftDatacentre>,
     pub databases: Vec<DraftDatabase>,
     pub links: LinkSettings,
@@ -79,6 +80,8 @@ pub(crate) struct DraftDatacentre {
     pub path: String,
     pub span: Range<usize>,
     pub name: Option<Spanned<DatacentreName>>,
+    /// The preferred hub as written (checked against the hubs by `validate`).
+    pub hub: Option<Spanned<NodeName>>,
     pub failover: Vec<Spanned<String>>,
     pub spokes: Vec<DraftNode>,
 }
@@ -106,7 +109,7 @@ pub(crate) fn read_document(diag: &mut Diagnostics<'_>, doc: &Spanned<DeTable<'_
             "spokes must be nested under their datacentre, as [[datacentre.spoke]] after its [[datacentre]]"
                 .into(),
         ),
-        "hubs" => Some("a fleet has exactly one hub: [hub]".into()),
+        "hubs" => Some("write one hub as [hub], or each hub of a pair as [[hub]]".into()),
         _ => None,
     });
 
@@ -120,24 +123,27 @@ pub(crate) fn read_document(diag: &mut Diagnostics<'_>, doc: &Spanned<DeTable<'_
         t.check_keys(diag, FLEET_KEYS, |_| None);
         read_label(diag, &t, "name", FleetName::new)
     });
-    let hub = match root.get("hub").map(|v| v.get_ref()) {
-        Some(DeValue::Array(_)) => {
-            if let Some(v) = root.get("hub") {
-                diag.error(
-                    &v.span(),
-                    "hub",
-                    "a fleet has exactly one hub: write [hub], not [[hub]]",
-                );
+    // One hub is `[hub]`; a pair (or more) is `[[hub]]`, each a table of the same keys.
+    let hubs = match root.get("hub").map(|v| v.get_ref()) {
+        Some(DeValue::Array(items)) => {
+            if items.is_empty() {
+                if let Some(v) = root.get("hub") {
+                    diag.error(&v.span(), "hub", "no hubs: a fleet needs at least one [[hub]]");
+                }
             }
-            None
+            reader::array_of_tables(diag, &root, "hub")
+                .iter()
+                .map(|t| read_node(diag, t))
+                .collect()
         }
         _ => reader::table(
             diag,
             &root,
             "hub",
-            Some("missing [hub] section: every fleet has exactly one hub"),
+            Some("missing [hub] section: every fleet has at least one hub ([hub], or [[hub]] for each of a pair)"),
         )
-        .map(|t| read_node(diag, &t)),
+        .map(|t| vec![read_node(diag, &t)])
+        .unwrap_or_default(),
     };
     let datacentres = reader::array_of_tables(diag, &root, "datacentre")
         .iter()
@@ -158,7 +164,7 @@ pub(crate) fn read_document(diag: &mut Diagnostics<'_>, doc: &Spanned<DeTable<'_
 
     Draft {
         fleet,
-        hub,
+        hubs,
         datacentres,
         databases,
         links,
@@ -255,6 +261,9 @@ fn read_datacentre(diag: &mut Diagnostics<'_>, t: &TableView<'_, '_>) -> DraftDa
         path: t.path.clone(),
         span: t.span.clone(),
         name: read_label(diag, t, "name", DatacentreName::new),
+        hub: reader::read(diag, t, "hub", false, |v| {
+            reader::string(v).and_then(NodeName::new)
+        }),
         failover: reader::string_list(diag, t, "failover"),
         spokes,
     }

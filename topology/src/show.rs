@@ -10,9 +10,14 @@ use crate::model::{ClientSettings, Datacentre, LinkOverride, LinkSettings, Topol
 /// "ok: fleet local-demo, hub london, 2 datacentres, 2 spokes, 1 database".
 pub(crate) fn summary(t: &Topology) -> String {
     format!(
-        "ok: fleet {}, hub {}, {}, {}, {}",
+        "ok: fleet {}, {} {}, {}, {}, {}",
         t.fleet,
-        t.hub.name,
+        if t.hubs.len() == 1 { "hub" } else { "hubs" },
+        t.hubs
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
         plural(t.datacentres.len(), "datacentre"),
         plural(t.spoke_count(), "spoke"),
         plural(t.databases.len(), "database"),
@@ -27,22 +32,18 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
-/// The whole fleet: hub, datacentres with spokes and chains, databases, settings.
+/// The whole fleet: hubs, datacentres with spokes and chains, databases, settings.
 pub(crate) fn overview(t: &Topology) -> String {
     let width = widths(t);
     let mut out = String::new();
     let _ = writeln!(out, "fleet {}", t.fleet);
-    let _ = writeln!(
-        out,
-        "hub   {}",
-        node_line(
-            t.hub.name.as_str(),
-            width,
-            &t.hub.http,
-            &t.hub.grpc,
-            &t.hub.data_dir
-        )
-    );
+    for hub in &t.hubs {
+        let _ = writeln!(
+            out,
+            "hub   {}",
+            node_line(hub.name.as_str(), width, &hub.http, &hub.grpc, &hub.data_dir)
+        );
+    }
     for dc in &t.datacentres {
         let _ = writeln!(out, "\ndatacentre {}", dc.name);
         for s in &dc.spokes {
@@ -51,6 +52,10 @@ pub(crate) fn overview(t: &Topology) -> String {
                 "  spoke     {}",
                 node_line(s.name.as_str(), width, &s.http, &s.grpc, &s.data_dir)
             );
+        }
+        if t.hubs.len() > 1 {
+            let hubs: Vec<&str> = t.hubs_for(&dc.name).iter().map(|h| h.name.as_str()).collect();
+            let _ = writeln!(out, "  hubs      {}", hubs.join(" -> "));
         }
         let _ = writeln!(out, "  failover  {}", chain_names(&t.failover_chain(&dc.name)));
     }
@@ -136,10 +141,10 @@ fn widths(t: &Topology) -> (usize, usize) {
     let names = spokes
         .clone()
         .map(|s| s.name.as_str().len())
-        .chain([t.hub.name.as_str().len()]);
+        .chain(t.hubs.iter().map(|h| h.name.as_str().len()));
     let https = spokes
         .map(|s| s.http.to_string().len())
-        .chain([t.hub.http.to_string().len()]);
+        .chain(t.hubs.iter().map(|h| h.http.to_string().len()));
     (names.max().unwrap_or(0), https.max().unwrap_or(0))
 }
 

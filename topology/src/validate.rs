@@ -12,6 +12,7 @@ use crate::model::{
     DatabaseSpec, Datacentre, DatacentreName, FailoverStep, Hub, Links, NodeName, Spoke, Topology,
 };
 use crate::parse::{Draft, DraftNode};
+use toml::Spanned;
 
 /// Reports every cross-field mistake in `draft`.
 pub(crate) fn check(diag: &mut Diagnostics<'_>, draft: &Draft) {
@@ -23,10 +24,10 @@ pub(crate) fn check(diag: &mut Diagnostics<'_>, draft: &Draft) {
     check_overrides(diag, draft);
 }
 
-/// All nodes (the hub first, then spokes in file order) for checks that span all of them.
+/// All nodes (the hubs first, then spokes in file order) for checks that span all of them.
 fn nodes(draft: &Draft) -> impl Iterator<Item = &DraftNode> {
     draft
-        .hub
+        .hubs
         .iter()
         .chain(draft.datacentres.iter().flat_map(|dc| dc.spokes.iter()))
 }
@@ -97,22 +98,39 @@ fn check_plaintext(diag: &mut Diagnostics<'_>, draft: &Draft) {
     }
 }
 
+/// Not a datacentre name: peers are keyed `<datacentre>/<node>` and peer hubs `hub/<node>`.
+const RESERVED_DATACENTRE: &str = "hub";
+
+/// The names of the hubs that have a readable one.
+fn hub_names(draft: &Draft) -> Vec<&str> {
+    draft
+        .hubs
+        .iter()
+        .filter_map(|h| h.name.as_ref())
+        .map(|n| n.get_ref().as_str())
+        .collect()
+}
+
 fn check_datacentres(diag: &mut Diagnostics<'_>, draft: &Draft) {
-    let hub_name = draft
-        .hub
-        .as_ref()
-        .and_then(|h| h.name.as_ref())
-        .map(|n| n.get_ref().as_str());
+    let hubs = hub_names(draft);
     let mut by_name: HashMap<&str, &str> = HashMap::new();
     for dc in &draft.datacentres {
         let Some(name) = &dc.name else { continue };
         let name_field = format!("{}.name", dc.path);
-        if Some(name.get_ref().as_str()) == hub_name {
+        if name.get_ref().as_str() == RESERVED_DATACENTRE {
             diag.error(
                 &name.span(),
                 name_field,
                 format!(
-                    "datacentre name `{}` is also the hub's name; failover lists could not tell them apart",
+                    "datacentre name `{RESERVED_DATACENTRE}` is reserved: status pages name peer hubs `hub/<name>` beside spokes' `<datacentre>/<name>`"
+                ),
+            );
+        } else if hubs.contains(&name.get_ref().as_str()) {
+            diag.error(
+                &name.span(),
+                name_field,
+                format!(
+                    "datacentre name `{}` is also a hub's name; failover lists could not tell them apart",
                     name.get_ref()
                 ),
             );
@@ -137,7 +155,7 @@ fn check_datacentres(diag: &mut Diagnostics<'_>, draft: &Draft) {
             ))
         })
         .collect();
-    let known = known_targets(hub_name, draft);
+    let known = known_targets(&hubs, draft);
 
     for dc in &draft.datacentres {
         let own = dc.name.as_ref().map(|n| n.get_ref().as_str());
@@ -151,6 +169,20 @@ fn check_datacentres(diag: &mut Diagnostics<'_>, draft: &Draft) {
                 ),
             );
         }
+        if let Some(preferred) = &dc.hub {
+            if !hubs.is_empty() && !hubs.contains(&preferred.get_ref().as_str()) {
+                let known: Vec<String> = hubs.iter().map(|h| format!("`{h}`")).collect();
+                diag.error(
+                    &preferred.span(),
+                    format!("{}.hub", dc.path),
+                    format!(
+                        "unknown hub `{}` (hubs: {})",
+                        preferred.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
         let mut listed: HashMap<&str, usize> = HashMap::new();
         for (j, entry) in dc.failover.iter().enumerate() {
             let target = entry.get_ref().as_str();
@@ -161,14 +193,14 @@ fn check_datacentres(diag: &mut Diagnostics<'_>, draft: &Draft) {
                 ))
             } else if let Some(first) = listed.get(target) {
                 Some(format!("`{target}` is listed twice (first at failover[{first}])"))
-            } else if Some(target) == hub_name || by_name.contains_key(target) {
+            } else if hubs.contains(&target) || by_name.contains_key(target) {
                 None
             } else if let Some(spoke_dc) = spoke_names.get(target) {
                 Some(format!(
-                    "`{target}` is a spoke; failover lists name datacentres (here `{spoke_dc}`) or the hub"
+                    "`{target}` is a spoke; failover lists name datacentres (here `{spoke_dc}`) or hubs"
                 ))
-            } else if hub_name.is_none() {
-                // Without a readable hub the entry may well name it; the missing hub is reported.
+            } else if hubs.len() < draft.hubs.len() || hubs.is_empty() {
+                // Without every hub's name the entry may well name one; the missing name is reported.
                 None
             } else {
                 Some(format!("unknown datacentre `{target}` (known: {known})"))
@@ -182,7 +214,7 @@ fn check_datacentres(diag: &mut Diagnostics<'_>, draft: &Draft) {
 }
 
 /// "hub `london`; datacentres `eu-west`, `us-east`", for "unknown name" messages.
-fn known_targets(hub_name: Option<&str>, draft: &Draft) -> String {
+fn known_targets(hubs: &[&str], draft: &Draft) -> String {
     let dcs: Vec<String> = draft
         .datacentres
         .iter()
@@ -194,9 +226,11 @@ fn known_targets(hub_name: Option<&str>, draft: &Draft) -> String {
     } else {
         format!("datacentres {}", dcs.join(", "))
     };
-    match hub_name {
-        Some(hub) => format!("hub `{hub}`; {dcs}"),
-        None => dcs,
+    let named: Vec<String> = hubs.iter().map(|h| format!("`{h}`")).collect();
+    match named.len() {
+        0 => dcs,
+        1 => format!("hub {}; {dcs}", named.join("")),
+        _ => format!("hubs {}; {dcs}", named.join(", ")),
     }
 }
 
@@ -231,15 +265,10 @@ fn check_overrides(diag: &mut Diagnostics<'_>, draft: &Draft) {
             .iter()
             .any(|dc| dc.name.as_ref().is_some_and(|n| n.get_ref() == name.as_str()));
         if !exists {
-            let hub_name = draft
-                .hub
-                .as_ref()
-                .and_then(|h| h.name.as_ref())
-                .map(|n| n.get_ref().as_str());
-            let hint = if Some(name.as_str()) == hub_name {
+            let hint = if hub_names(draft).contains(&name.as_str()) {
                 " (the hub's links are its spokes' links; override the spokes' datacentres)".to_string()
             } else {
-                format!(" (known: {})", known_targets(None, draft))
+                format!(" (known: {})", known_targets(&[], draft))
             };
             diag.error(
                 &o.datacentre.span(),
@@ -253,13 +282,21 @@ fn check_overrides(diag: &mut Diagnostics<'_>, draft: &Draft) {
 /// Turns a draft with no reported mistakes into the typed topology. `None` only if something
 /// required is missing, which `parse` has reported: callers treat it as a bug, not a panic.
 pub(crate) fn build(draft: Draft) -> Option<Topology> {
-    let hub_draft = draft.hub?;
-    let hub = Hub {
-        name: hub_draft.name?.into_inner(),
-        http: hub_draft.http?.into_inner(),
-        grpc: hub_draft.grpc?.into_inner(),
-        data_dir: hub_draft.data_dir,
-    };
+    let hubs = draft
+        .hubs
+        .into_iter()
+        .map(|h| {
+            Some(Hub {
+                name: h.name?.into_inner(),
+                http: h.http?.into_inner(),
+                grpc: h.grpc?.into_inner(),
+                data_dir: h.data_dir,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    if hubs.is_empty() {
+        return None;
+    }
     let mut datacentres = Vec::new();
     for dc in draft.datacentres {
         let spokes = dc
@@ -272,7 +309,7 @@ pub(crate) fn build(draft: Draft) -> Option<Topology> {
             .into_iter()
             .map(|entry| {
                 let name = entry.into_inner();
-                if name == hub.name.as_str() {
+                if hubs.iter().any(|h| h.name == name.as_str()) {
                     NodeName::new(name).ok().map(FailoverStep::Hub)
                 } else {
                     DatacentreName::new(name).ok().map(FailoverStep::Datacentre)
@@ -281,6 +318,7 @@ pub(crate) fn build(draft: Draft) -> Option<Topology> {
             .collect::<Option<Vec<_>>>()?;
         datacentres.push(Datacentre {
             name: dc.name?.into_inner(),
+            hub: dc.hub.map(Spanned::into_inner),
             failover,
             spokes,
         });
@@ -303,7 +341,7 @@ pub(crate) fn build(draft: Draft) -> Option<Topology> {
         .collect::<Option<_>>()?;
     Some(Topology {
         fleet: draft.fleet?.into_inner(),
-        hub,
+        hubs,
         datacentres,
         databases,
         links: Links {

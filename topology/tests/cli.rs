@@ -90,7 +90,7 @@ fn check_of_an_invalid_file_prints_every_error() {
     assert_eq!(
         text,
         format!(
-            "{file}:1:1: hub: missing [hub] section: every fleet has exactly one hub\n\
+            "{file}:1:1: hub: missing [hub] section: every fleet has at least one hub ([hub], or [[hub]] for each of a pair)\n\
              {file}:3:1: fleet.mood: unknown key `mood`; expected one of: name"
         )
     );
@@ -165,7 +165,7 @@ fn show_json_is_the_model() {
     });
     let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
     assert_eq!(v["fleet"], "local-demo");
-    assert_eq!(v["hub"]["grpc"], "127.0.0.1:6984");
+    assert_eq!(v["hubs"][0]["grpc"], "127.0.0.1:6984");
     assert_eq!(v["datacentres"][0]["spokes"][0]["name"], "eu-west-1");
     assert_eq!(v["datacentres"][0]["failover"][0]["hub"], "london");
     assert_eq!(v["databases"][0]["revs_limit"], 10);

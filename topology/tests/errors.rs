@@ -213,9 +213,19 @@ fn wrong_types_are_reported_at_the_value() {
         "client.hedge_after_ms",
         "found boolean",
     );
-    let text = with(&[("[hub]", "[[hub]]")]);
+    let text = "hub = []\n".to_string()
+        + &BASE.replace(
+            "[hub]\nname = \"london\"\nhttp = \"127.0.0.1:5984\"\ngrpc = \"127.0.0.1:6984\"\n",
+            "",
+        );
     let errors = must_fail(&text);
-    assert_error(&errors, &text, ("[[hub]]", 0), "hub", "write [hub], not [[hub]]");
+    assert_error(
+        &errors,
+        &text,
+        ("[]", 0),
+        "hub",
+        "no hubs: a fleet needs at least one [[hub]]",
+    );
     let text = "links = 5\ndatabase = [\"x\"]\n".to_string()
         + &BASE.replace("[[database]]\nname = \"sessions\"\n", "");
     let errors = must_fail(&text);
@@ -357,7 +367,7 @@ fn duplicate_names_are_reported_with_the_first_use() {
         &text,
         ("\"london\"", 2),
         "datacentre[1].name",
-        "also the hub's name",
+        "also a hub's name",
     );
 }
 
@@ -695,4 +705,103 @@ fn no_secret_is_inline() {
         errors.iter().all(|e| !e.to_string().contains("hunter2")),
         "{errors:?}"
     );
+}
+
+/// A hub pair: `[[hub]]` twice, and `BASE`'s `eu-west` preferring the second.
+fn pair(edits: &[(&str, &str)]) -> String {
+    let mut text = with(&[
+        ("[hub]", "[[hub]]"),
+        (
+            "grpc = \"127.0.0.1:6984\"\n",
+            "grpc = \"127.0.0.1:6984\"\n\n[[hub]]\nname = \"london-b\"\nhttp = \"127.0.0.1:5994\"\ngrpc = \"127.0.0.1:6994\"\n",
+        ),
+        ("name = \"eu-west\"\n", "name = \"eu-west\"\nhub = \"london-b\"\n"),
+    ]);
+    for (from, to) in edits {
+        assert!(text.contains(from), "test edit: {from:?} not in text");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+#[test]
+fn a_hub_pair_is_two_hub_tables_and_each_datacentre_may_prefer_one() {
+    let t = Topology::parse(&pair(&[]), "pair.toml").unwrap_or_else(|e| panic!("{e}"));
+    let names = |hubs: Vec<&topology::Hub>| hubs.iter().map(|h| h.name.to_string()).collect::<Vec<_>>();
+    let dc = |n: &str| topology::DatacentreName::new(n).unwrap();
+    assert_eq!(names(t.hubs_for(&dc("eu-west"))), ["london-b", "london"]);
+    assert_eq!(names(t.hubs_for(&dc("us-east"))), ["london", "london-b"]);
+    assert_eq!(names(t.peer_hubs("london")), ["london-b"]);
+    // Every hub is in every chain, in the datacentre's hub order after what it names.
+    let chain = |d: &str| {
+        t.failover_chain(&dc(d))
+            .into_iter()
+            .map(|x| x.node.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chain("eu-west"), ["eu-west-1", "london", "us-east-1", "london-b"]);
+    assert_eq!(chain("us-east"), ["us-east-1", "london", "london-b"]);
+    // A failover list may name the second hub.
+    let text = pair(&[(
+        "failover = [\"london\", \"us-east\"]",
+        "failover = [\"london-b\"]",
+    )]);
+    let t = Topology::parse(&text, "pair.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        t.failover_chain(&dc("eu-west"))
+            .into_iter()
+            .map(|x| x.node.to_string())
+            .collect::<Vec<_>>(),
+        ["eu-west-1", "london-b", "london"]
+    );
+}
+
+#[test]
+fn a_hub_pair_is_checked_like_one_hub() {
+    let text = pair(&[("hub = \"london-b\"", "hub = \"london-c\"")]);
+    let errors = must_fail(&text);
+    assert_error(
+        &errors,
+        &text,
+        ("\"london-c\"", 0),
+        "datacentre[0].hub",
+        "unknown hub `london-c` (hubs: `london`, `london-b`)",
+    );
+    let text = pair(&[("name = \"london-b\"", "name = \"london\"")]);
+    let errors = must_fail(&text);
+    assert_error(
+        &errors,
+        &text,
+        ("\"london\"", 1),
+        "hub[1].name",
+        "node name `london` is already used by hub[0]",
+    );
+    let text = pair(&[("127.0.0.1:6994", "127.0.0.1:6984")]);
+    let errors = must_fail(&text);
+    assert_error(
+        &errors,
+        &text,
+        ("\"127.0.0.1:6984\"", 1),
+        "hub[1].grpc",
+        "already used by hub[0].grpc",
+    );
+    let text = pair(&[("name = \"us-east\"", "name = \"london-b\"")]);
+    let errors = must_fail(&text);
+    assert_error(
+        &errors,
+        &text,
+        ("\"london-b\"", 2),
+        "datacentre[1].name",
+        "also a hub's name",
+    );
+}
+
+#[test]
+fn a_datacentre_may_not_be_called_hub() {
+    let text = with(&[
+        ("name = \"us-east\"", "name = \"hub\""),
+        ("\"london\", \"us-east\"", "\"london\", \"hub\""),
+    ]);
+    let errors = must_fail(&text);
+    assert_error(&errors, &text, ("\"hub\"", 1), "datacentre[1].name", "reserved");
 }

@@ -26,9 +26,9 @@ fn chain(t: &Topology, dc: &str) -> Vec<String> {
 fn local_example_is_the_demo_fleet() {
     let t = must_load("local.toml");
     assert_eq!(t.fleet.as_str(), "local-demo");
-    assert_eq!(t.hub.name.as_str(), "london");
-    assert_eq!(t.hub.http.to_string(), "127.0.0.1:5984");
-    assert_eq!(t.hub.grpc.to_string(), "127.0.0.1:6984");
+    assert_eq!(t.first_hub().name.as_str(), "london");
+    assert_eq!(t.first_hub().http.to_string(), "127.0.0.1:5984");
+    assert_eq!(t.first_hub().grpc.to_string(), "127.0.0.1:6984");
     assert_eq!(chain(&t, "eu-west"), ["eu-west-1", "london", "us-east-1"]);
     assert_eq!(chain(&t, "us-east"), ["us-east-1", "london", "eu-west-1"]);
     let eu = t.spoke("eu-west-1").expect("eu-west-1 exists");
@@ -51,7 +51,7 @@ fn local_example_is_the_demo_fleet() {
 #[test]
 fn production_example_is_25_datacentres_through_london() {
     let t = must_load("production.toml");
-    assert_eq!(t.hub.name.as_str(), "london");
+    assert_eq!(t.first_hub().name.as_str(), "london");
     assert_eq!(t.datacentres.len(), 25);
     assert_eq!(t.spoke_count(), 50);
     for dc in &t.datacentres {
@@ -93,4 +93,22 @@ fn production_example_is_25_datacentres_through_london() {
     assert_eq!((dublin.batch_size, dublin.connect_timeout_ms), (500, 2000));
     assert!(t.tls.is_some());
     assert_eq!(t.databases().len(), 2);
+}
+
+#[test]
+fn hub_pair_example_is_two_hubs_with_a_preference_each() {
+    let t = must_load("hub-pair.toml");
+    let hubs: Vec<&str> = t.hubs.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(hubs, ["london-a", "london-b"]);
+    assert_eq!(
+        chain(&t, "eu-west"),
+        ["eu-west-1", "us-east-1", "london-a", "london-b"]
+    );
+    assert_eq!(
+        chain(&t, "us-east"),
+        ["us-east-1", "london-b", "eu-west-1", "london-a"]
+    );
+    let us = DatacentreName::new("us-east").unwrap();
+    let order: Vec<&str> = t.hubs_for(&us).iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(order, ["london-b", "london-a"]);
 }

@@ -8,6 +8,10 @@ use std::time::Duration;
 use proto::tls::Identity;
 use proto::v1::replication_server::Replication;
 use proto::v1::{
+    AcknowledgeRequest, AcknowledgeResponse, FanoutRequest, FanoutResponse, PriorityRequest,
+    PriorityRevocation,
+};
+use proto::v1::{
     Change, ChangesBatch, ChangesRequest, DbInfoRequest, DbInfoResponse, DocRevs, FetchRevsRequest,
     FetchRevsResponse, GetCheckpointRequest, GetCheckpointResponse, PutCheckpointRequest,
     PutCheckpointResponse, Revision, RevsDiffRequest, RevsDiffResponse, WriteError, WriteRevsRequest,
@@ -185,6 +189,7 @@ fn revs_strings(revs: &[Rev]) -> Vec<String> {
 }
 
 type ChangesStream = Pin<Box<dyn Stream<Item = Result<ChangesBatch, Status>> + Send>>;
+type PriorityStream = Pin<Box<dyn Stream<Item = Result<PriorityRevocation, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Replication for ReplicationService {
@@ -405,6 +410,48 @@ impl Replication for ReplicationService {
         self.shared.fleet.pushed(&caller.name(&req.peer)?);
         let errors = merge_revisions(&db, req.revisions).await.map_err(to_status)?;
         Ok(Response::new(WriteRevsResponse { errors }))
+    }
+
+    async fn fanout(&self, req: Request<FanoutRequest>) -> Result<Response<FanoutResponse>, Status> {
+        let caller = replicator(&req);
+        let req = req.into_inner();
+        let origin = caller.name(&req.origin)?;
+        self.check_count(req.revisions.len())?;
+        let db = self.db(&req.db)?;
+        let timeout = crate::revocation::timeout(req.timeout_ms);
+        crate::revocation::fan_out_here(&self.shared, &db, req.revisions, &origin, timeout)
+            .await
+            .map(Response::new)
+    }
+
+    type PriorityStream = PriorityStream;
+
+    async fn priority(&self, req: Request<PriorityRequest>) -> Result<Response<PriorityStream>, Status> {
+        let caller = replicator(&req);
+        let peer = caller.name(&req.get_ref().peer)?;
+        if peer.is_empty() {
+            return Err(Status::invalid_argument(
+                "a priority stream needs the caller's peer name",
+            ));
+        }
+        let rx = self.shared.revocations.subscribe(&peer);
+        tracing::debug!(%peer, "priority stream opened");
+        let shutdown = self.shared.shutdown.clone().cancelled_owned();
+        let revocations = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        let stream =
+            futures_util::StreamExt::take_until(futures_util::StreamExt::map(revocations, Ok), shutdown);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn acknowledge(
+        &self,
+        req: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        let caller = replicator(&req);
+        let req = req.into_inner();
+        let peer = caller.name(&req.peer)?;
+        self.shared.revocations.acknowledge(req.id, &peer);
+        Ok(Response::new(AcknowledgeResponse {}))
     }
 
     async fn get_checkpoint(

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use proto::v1::sessions_server::Sessions;
 use proto::v1::{
     watch_event, BatchGetRequest, BatchGetResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse,
-    PutRequest, PutResponse, Session, WatchChange, WatchEvent, WatchHeartbeat, WatchRequest, WatchStart,
+    PutRequest, PutResponse, RevokeRequest, RevokeResponse, Session, WatchChange, WatchEvent, WatchHeartbeat,
+    WatchRequest, WatchStart,
 };
 use store::{ChangesQuery, Database, DbName, DocId, DocInput, Edit, ReadOptions, Rev};
 use tokio::sync::mpsc;
@@ -143,6 +144,30 @@ impl Sessions for SessionsService {
         }
         .await;
         observe("delete", started, r.is_ok());
+        r.map(Response::new)
+    }
+
+    async fn revoke(&self, req: Request<RevokeRequest>) -> Result<Response<RevokeResponse>, Status> {
+        let started = Instant::now();
+        let req = req.into_inner();
+        let r = async {
+            let db = self.db(&req.db)?;
+            let id = DocId::new(&req.id).map_err(to_status)?;
+            let wait = crate::revocation::timeout(req.timeout_ms);
+            match crate::revocation::revoke(&self.shared, &db, &id, wait).await? {
+                Some(r) => Ok(RevokeResponse {
+                    rev: r.rev.to_string(),
+                    applied: r.applied,
+                    not_applied: r.not_applied,
+                }),
+                None => Err(Status::not_found(format!(
+                    "session {:?} does not exist here; revoke it where it was written, or once it has replicated",
+                    req.id
+                ))),
+            }
+        }
+        .await;
+        observe("revoke", started, r.is_ok());
         r.map(Response::new)
     }
 

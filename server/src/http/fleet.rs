@@ -9,7 +9,7 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 use super::body::{full, json as json_response, Body};
-use crate::fleet::now_ms;
+use crate::fleet::{now_ms, HUB_PEER_PREFIX};
 use crate::node::Shared;
 
 /// A spoke silent for longer than this is shown as disconnected (pull streams
@@ -44,10 +44,28 @@ struct DbRow {
     disk_bytes: u64,
 }
 
+/// A hub of the pair, as this hub sees it.
+#[derive(Serialize)]
+struct HubRow {
+    node: String,
+    /// This hub's own row.
+    this: bool,
+    /// It is pulling from this hub (its pull streams are open and heard from).
+    pulls_from_here: bool,
+    /// This hub's pulls from it are running or caught up, not retrying.
+    pulled_from: bool,
+    /// Changes of it this hub has not pulled yet (largest over databases).
+    seq_lag: u64,
+    /// The last error of this hub's pulls from it, while they retry.
+    last_error: Option<String>,
+}
+
 #[derive(Serialize)]
 struct Status {
     fleet: String,
     hub: Hub,
+    /// This hub, then each peer hub; a single hub lists only itself.
+    hubs: Vec<HubRow>,
     datacentres: Vec<DcRow>,
     connected_spokes: usize,
     expected_spokes: usize,
@@ -66,13 +84,16 @@ fn status(shared: &Shared) -> Status {
     let now = now_ms();
     let ago = |ms: u64| (ms > 0).then(|| now.saturating_sub(ms) as f64 / 1000.0);
     let peers = shared.fleet.peers();
+    let connected = |p: &crate::fleet::PeerState| {
+        p.open_streams > 0 && now.saturating_sub(p.last_contact_ms) < CONTACT_TIMEOUT_MS
+    };
     let expected = shared.fleet.expected.load_full();
     let mut dcs: BTreeMap<String, Vec<SpokeRow>> = BTreeMap::new();
     let mut listed: Vec<(String, String, bool)> = expected
         .iter()
         .map(|s| (s.datacentre.clone(), s.node.clone(), true))
         .collect();
-    for key in peers.keys() {
+    for key in peers.keys().filter(|k| !k.starts_with(HUB_PEER_PREFIX)) {
         if !expected
             .iter()
             .any(|s| format!("{}/{}", s.datacentre, s.node) == *key)
@@ -87,7 +108,7 @@ fn status(shared: &Shared) -> Status {
         let p = peers.get(&key).cloned().unwrap_or_default();
         let seq_lag = p.pull_seq_lag.values().copied().max().unwrap_or(0);
         let oldest_caught_up = p.caught_up_ms.values().copied().min().unwrap_or(0);
-        let connected = p.open_streams > 0 && now.saturating_sub(p.last_contact_ms) < CONTACT_TIMEOUT_MS;
+        let connected = connected(&p);
         dcs.entry(dc.to_owned()).or_default().push(SpokeRow {
             node: node.to_owned(),
             expected,
@@ -128,8 +149,40 @@ fn status(shared: &Shared) -> Status {
         .flat_map(|d| &d.spokes)
         .filter(|s| s.connected)
         .count();
+    let links = shared.fleet.links();
+    let mut hubs = vec![HubRow {
+        node: shared.config.node_name.clone(),
+        this: true,
+        pulls_from_here: false,
+        pulled_from: true,
+        seq_lag: 0,
+        last_error: None,
+    }];
+    for name in shared.fleet.peer_hubs.load().iter() {
+        let inbound = peers.get(&format!("{HUB_PEER_PREFIX}{name}"));
+        let pulls: Vec<_> = links
+            .iter()
+            .filter(|l| &l.remote == name)
+            .flat_map(|l| l.replications.iter().map(|r| r.snapshot()))
+            .collect();
+        hubs.push(HubRow {
+            node: name.clone(),
+            this: false,
+            pulls_from_here: inbound.is_some_and(connected),
+            pulled_from: !pulls.is_empty()
+                && pulls.iter().all(|s| {
+                    matches!(
+                        s.state,
+                        replicator::ReplicationState::Running | replicator::ReplicationState::Idle
+                    )
+                }),
+            seq_lag: pulls.iter().map(|s| s.seq_lag).max().unwrap_or(0),
+            last_error: pulls.iter().find_map(|s| s.last_error.clone()),
+        });
+    }
     Status {
         fleet: shared.fleet.name.load().to_string(),
+        hubs,
         hub: Hub {
             node: shared.config.node_name.clone(),
             uuid: shared.store.uuid().to_owned(),
@@ -162,6 +215,31 @@ fn secs(v: Option<f64>) -> String {
             format!("{s:.0} s ago")
         }
     })
+}
+
+/// The hub pair's table; nothing for a single hub.
+fn pair_table(hubs: &[HubRow]) -> String {
+    if hubs.len() < 2 {
+        return String::new();
+    }
+    let mut rows = String::new();
+    for h in hubs.iter().filter(|h| !h.this) {
+        let (class, state) = match (h.pulled_from, h.pulls_from_here) {
+            (true, true) if h.seq_lag > 0 => ("lag", "catching up"),
+            (true, true) => ("ok", "replicating both ways"),
+            (true, false) => ("lag", "it does not pull from here"),
+            (false, _) => ("down", "UNREACHABLE"),
+        };
+        rows.push_str(&format!(
+            "<tr class=\"{class}\"><td>{}</td><td class=\"state\">{state}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(&h.node),
+            h.seq_lag,
+            esc(h.last_error.as_deref().unwrap_or("")),
+        ));
+    }
+    format!(
+        "<h2>Hub pair</h2>\n<table id=\"hubs\"><tr><th>peer hub</th><th>state</th><th>pull lag (changes)</th><th>last error</th></tr>\n{rows}</table>\n"
+    )
 }
 
 pub(crate) fn html(shared: &Shared) -> Response<Body> {
@@ -232,11 +310,12 @@ small {{ color: #777; }}
 <table id="spokes">
 <tr><th>datacentre</th><th>spoke</th><th>state</th><th>last contact</th><th>last push</th><th>pull lag (changes)</th><th>pull lag (time)</th></tr>
 {rows}</table>
-<h2>Databases on the hub</h2>
+{pair}<h2>Databases on the hub</h2>
 <table id="databases"><tr><th>database</th><th>documents</th><th>deleted</th><th>sequence</th></tr>{dbs}</table>
 </body></html>
 "#,
         fleet = esc(&s.fleet),
+        pair = pair_table(&s.hubs),
         hub = esc(&s.hub.node),
         connected = s.connected_spokes,
         expected = s.expected_spokes,

@@ -11,6 +11,7 @@ mod fleet;
 mod local;
 mod query;
 mod replicate;
+mod revoke;
 mod router;
 mod server_info;
 

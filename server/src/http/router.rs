@@ -7,7 +7,7 @@ use percent_encoding::percent_decode_str;
 use super::body::Body;
 use super::error::ApiError;
 use super::query::Query;
-use super::{bulk, changes, db, doc, fleet, local, replicate, server_info};
+use super::{bulk, changes, db, doc, fleet, local, replicate, revoke, server_info};
 use crate::auth::Need;
 use crate::node::Shared;
 use security::Role;
@@ -36,6 +36,7 @@ pub(crate) enum Endpoint {
     RevsLimit { db: String },
     Local { db: String, id: String, q: Query },
     Doc { db: String, id: String, q: Query },
+    Revoke { db: String, id: String, q: Query },
 }
 
 impl Endpoint {
@@ -63,6 +64,7 @@ impl Endpoint {
             Endpoint::RevsLimit { .. } => "revs_limit",
             Endpoint::Local { .. } => "local",
             Endpoint::Doc { .. } => "doc",
+            Endpoint::Revoke { .. } => "revoke",
         }
     }
 
@@ -88,7 +90,7 @@ impl Endpoint {
             E::Db { .. } => Need::Role(Role::Admin),
             E::RevsLimit { db } if read => on(db, Role::Replicator),
             E::RevsLimit { .. } => Need::Role(Role::Admin),
-            E::DbPost { db, .. } | E::Doc { db, .. } => on(db, Role::App),
+            E::DbPost { db, .. } | E::Doc { db, .. } | E::Revoke { db, .. } => on(db, Role::App),
             E::AllDocs { db, .. }
             | E::Changes { db, .. }
             | E::BulkDocs { db }
@@ -152,6 +154,11 @@ impl Endpoint {
             [db, "_ensure_full_commit"] => Endpoint::EnsureFullCommit { db: db.to_string() },
             [db, "_compact"] => Endpoint::Compact { db: db.to_string() },
             [db, "_revs_limit"] => Endpoint::RevsLimit { db: db.to_string() },
+            [db, "_revoke", id] => Endpoint::Revoke {
+                db: db.to_string(),
+                id: id.to_string(),
+                q: q()?,
+            },
             [db, "_local", rest @ ..] if !rest.is_empty() => Endpoint::Local {
                 db: db.to_string(),
                 id: rest.join("/"),
@@ -222,6 +229,7 @@ impl Endpoint {
             Endpoint::RevsLimit { db } => db::revs_limit(shared, req, &db).await,
             Endpoint::Local { db, id, q } => local::handle(shared, req, &db, &id, &q).await,
             Endpoint::Doc { db, id, q } => doc::handle(shared, req, &db, &id, &q).await,
+            Endpoint::Revoke { db, id, q } => revoke::handle(shared, req, &db, &id, &q).await,
         }
     }
 }

@@ -37,8 +37,20 @@ pub(crate) fn all_dbs(shared: &Shared) -> Response<Body> {
     json_response(StatusCode::OK, &names)
 }
 
+/// The node's own links first (a spoke's with its hub, a hub's with its peer hubs;
+/// each entry names the `remote` node and its `link` role), then the requested jobs.
 pub(crate) fn active_tasks(shared: &Shared) -> Response<Body> {
-    json_response(StatusCode::OK, &shared.replications.active_tasks())
+    let mut tasks: Vec<serde_json::Value> = Vec::new();
+    for link in shared.fleet.links().iter() {
+        for r in &link.replications {
+            let mut task = crate::replications::active_task(&r.snapshot());
+            task["remote"] = json!(link.remote);
+            task["link"] = json!(link.role);
+            tasks.push(task);
+        }
+    }
+    tasks.extend(shared.replications.active_tasks());
+    json_response(StatusCode::OK, &tasks)
 }
 
 /// Prometheus text: the process's recorded metrics plus the store's figures,
