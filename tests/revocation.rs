@@ -230,3 +230,106 @@ async fn a_revocation_outruns_the_backlog_and_says_who_has_applied_it() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"], "not_found", "{body}");
 }
+
+/// The revocation figures (BENCHMARKS.md), not a CI test: `scripts/bench-revocation.sh`
+/// runs it in release mode. `REVOKE_SPOKES` spokes (default 25) on one hub; a backlog
+/// of `REVOKE_BACKLOG` changes (default 100,000) is written at the first spoke just
+/// before, and a steady 2,000 writes/s goes on during the revocations. Each
+/// revocation is timed from the call until every spoke has acknowledged it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench-revocation.sh"]
+async fn revocation_figures_on_a_large_fleet() {
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (n, backlog, revocations) = (
+        env("REVOKE_SPOKES", 25),
+        env("REVOKE_BACKLOG", 100_000),
+        env("REVOKE_COUNT", 50),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let hub_at: Addr = (free_addr(), free_addr());
+    let names: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("dc-{i:02}"), format!("spoke-{i:02}")))
+        .collect();
+    let addrs: Vec<Addr> = (0..n).map(|_| (free_addr(), free_addr())).collect();
+    let spokes: Vec<(&str, &str, Addr)> = names
+        .iter()
+        .zip(&addrs)
+        .map(|((dc, s), a)| (dc.as_str(), s.as_str(), *a))
+        .collect();
+    let topo = dir.path().join("fleet.toml");
+    std::fs::write(&topo, fleet_toml(hub_at, &spokes, LINKS)).unwrap();
+    let _hub = must_start_from_topology(&topo, &dir.path().join("hub"), None, hub_at);
+    let nodes: Vec<Proc> = spokes
+        .iter()
+        .map(|(dc, s, at)| must_start_from_topology(&topo, &dir.path().join(s), Some(dc), *at))
+        .collect();
+    let http = Http::default();
+    let first = &nodes[0];
+    let client = Client::builder()
+        .credentials(app_credentials())
+        .local("spoke-00", format!("http://{}", addrs[0].1))
+        .build()
+        .unwrap();
+    for i in 0..revocations {
+        http.must(
+            "PUT",
+            &format!("{}/sessions/victim-{i}", first.base()),
+            Some(json!({"u": i})),
+            201,
+        )
+        .await;
+    }
+    let last = &nodes[n - 1];
+    let last_victim = format!("{}/sessions/victim-{}", last.base(), revocations - 1);
+    eventually("the victims everywhere", async || {
+        http.req("GET", &last_victim, None).await.0 == 200
+    })
+    .await;
+
+    let bulk = format!("{}/sessions/_bulk_docs", first.base());
+    for b in 0..backlog.div_ceil(500) {
+        let docs: Vec<Value> = (0..500)
+            .map(|i| json!({"_id": format!("backlog-{b}-{i}"), "i": i}))
+            .collect();
+        http.must("POST", &bulk, Some(json!({"docs": docs})), 201).await;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (http, bulk, stop) = (http.clone(), bulk.clone(), stop.clone());
+        tokio::spawn(async move {
+            // 20 writes every 10 ms: 2,000 writes/s.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut k = 0u64;
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                let docs: Vec<Value> = (0..20).map(|i| json!({"_id": format!("load-{k}-{i}")})).collect();
+                http.req("POST", &bulk, Some(json!({"docs": docs}))).await;
+                k += 1;
+            }
+            k * 20
+        })
+    };
+    let mut times = Vec::new();
+    let mut missed = 0;
+    for i in 0..revocations {
+        let started = Instant::now();
+        let r = client
+            .revoke("sessions", &format!("victim-{i}"), Duration::from_secs(10))
+            .await
+            .unwrap();
+        times.push(started.elapsed());
+        missed += r.not_applied.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let written = load.await.unwrap();
+    times.sort();
+    let pick = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    eprintln!(
+        "REVOKE-FIGURES {{\"spokes\":{n},\"backlog\":{backlog},\"revocations\":{revocations},\"background_writes\":{written},\"not_applied\":{missed},\"p50_ms\":{:.1},\"p99_ms\":{:.1},\"max_ms\":{:.1}}}",
+        pick(0.5).as_secs_f64() * 1e3,
+        pick(0.99).as_secs_f64() * 1e3,
+        pick(1.0).as_secs_f64() * 1e3,
+    );
+    assert_eq!(missed, 0, "some spoke did not acknowledge within 10 s");
+}
