@@ -332,4 +332,31 @@ async fn hubs_cut_off_from_each_other_with_the_spokes_split_converge_when_healed
     let end = must_converge(&http, &[&a, &b, &eu, &us], Duration::from_secs(60)).await;
     assert_eq!(end.len(), 22, "{end:?}");
     assert_eq!(end["shared"]["revs"].as_array().map(Vec::len), Some(2), "{end:?}");
+
+    // A revocation at eu-west (on hub A) reaches us-east (on hub B) on the priority lane:
+    // A forwards it to B, which sends it down to its own spokes.
+    let client = edge_client::Client::builder()
+        .credentials(app_credentials())
+        .local("eu-west-1", format!("http://{}", eu_at.1))
+        .build()
+        .unwrap();
+    let revoked = client
+        .revoke("sessions", "eu-0", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked.applied,
+        [
+            "eu-west/eu-west-1",
+            "hub/london-a",
+            "hub/london-b",
+            "us-east/us-east-1"
+        ],
+        "{revoked:?}"
+    );
+    assert!(revoked.not_applied.is_empty(), "{revoked:?}");
+    assert!(
+        !has(&http, &us, "eu-0").await,
+        "applied means committed at us-east"
+    );
 }

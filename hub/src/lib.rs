@@ -113,9 +113,15 @@ pub async fn run(
     }
     let pulling = CancellationToken::new();
     let peers = config.peers.clone().map(|rx| {
-        let (store, fleet, me) = (store.clone(), node.fleet(), config.server.node_name.clone());
-        let (tls, token, stop) = (config.tls.clone(), config.peer_token.clone(), pulling.clone());
-        tokio::spawn(pull_from_peers(rx, store, fleet, me, tls, token, stop))
+        let this = ThisHub {
+            store: store.clone(),
+            fleet: node.fleet(),
+            revocations: node.revocations(),
+            me: config.server.node_name.clone(),
+            tls: config.tls.clone(),
+            token: config.peer_token.clone(),
+        };
+        tokio::spawn(pull_from_peers(rx, this, pulling.clone()))
     });
     shutdown.cancelled().await;
     tracing::info!("shutting down");
@@ -130,17 +136,49 @@ pub async fn run(
     Ok(())
 }
 
-/// Pulls every database from each peer hub of the current plan until `stop`,
-/// restarting the pulls (they resume from checkpoints) when the plan changes.
-async fn pull_from_peers(
-    mut plan: watch::Receiver<PeerPlan>,
+/// What the peer links of this hub work with.
+struct ThisHub {
     store: Store,
     fleet: Arc<Fleet>,
+    revocations: Arc<server::revocation::Revocations>,
     me: String,
     tls: Option<Arc<ReloadingTls>>,
     token: Option<String>,
-    stop: CancellationToken,
-) {
+}
+
+/// Revocations fanned out here go to every peer hub too, each on a connection of its own.
+fn forwards(
+    plan: &PeerPlan,
+    me: &str,
+    tls: Option<&Arc<ReloadingTls>>,
+    token: Option<&str>,
+) -> Option<server::revocation::Uplink> {
+    let mut each = Vec::new();
+    for peer in &plan.peers {
+        let client = replicator::GrpcPeer::channel(&peer.grpc, plan.link.connect_timeout, tls)
+            .map_err(|e| e.to_string())
+            .and_then(|c| server::revocation::lane_client(c, token));
+        match client {
+            Ok(c) => each.push(server::revocation::uplink(c, me, &peer.name)),
+            Err(e) => {
+                tracing::error!(peer = %peer.name, error = %e, "cannot forward revocations to the peer hub")
+            }
+        }
+    }
+    (!each.is_empty()).then(|| server::revocation::all_of(each))
+}
+
+/// Pulls every database from each peer hub of the current plan until `stop`,
+/// restarting the pulls (they resume from checkpoints) when the plan changes.
+async fn pull_from_peers(mut plan: watch::Receiver<PeerPlan>, this: ThisHub, stop: CancellationToken) {
+    let ThisHub {
+        store,
+        fleet,
+        revocations,
+        me,
+        tls,
+        token,
+    } = this;
     let me_there = format!("{HUB_PEER_PREFIX}{me}");
     loop {
         let current = plan.borrow_and_update().clone();
@@ -187,6 +225,7 @@ async fn pull_from_peers(
             );
         }
         fleet.set_links(links);
+        revocations.set_forwards(forwards(&current, &me_there, tls.as_ref(), token.as_deref()));
         let changed = tokio::select! {
             _ = stop.cancelled() => false,
             r = plan.changed() => r.is_ok(),

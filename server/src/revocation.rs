@@ -23,6 +23,7 @@ use proto::v1::{FanoutResponse, PriorityRevocation, Revision};
 use store::{Database, DocId, Edit, OpenRev, OpenRevs, Rev};
 use tokio::sync::{mpsc, Notify};
 
+use crate::fleet::HUB_PEER_PREFIX;
 use crate::node::Shared;
 
 /// Most revocations kept per spoke while it does not acknowledge them (a spoke cut
@@ -105,30 +106,71 @@ pub(crate) async fn fan_out_here(
             e.id, e.error, e.reason
         )));
     }
-    let mut peers: Vec<String> = shared
+    // A revocation that did not come from another hub goes to the peer hubs too, for
+    // the spokes attached to them; one that did stops here (no loops).
+    let forward = match shared.revocations.forwards() {
+        Some(f) if !origin.starts_with(HUB_PEER_PREFIX) => Some(f),
+        _ => None,
+    };
+    let expected: Vec<String> = shared
         .fleet
         .expected
         .load()
         .iter()
         .map(|s| format!("{}/{}", s.datacentre, s.node))
-        .chain(shared.revocations.streaming())
         .filter(|p| p != origin)
         .collect();
-    peers.sort();
-    peers.dedup();
-    let (mut applied, not_applied) = shared
+    let streaming: Vec<String> = shared
         .revocations
-        .fan_out(db.name().as_str(), revisions, peers, timeout)
-        .await;
-    applied.push(format!(
-        "{}{}",
-        crate::fleet::HUB_PEER_PREFIX,
-        shared.config.node_name
-    ));
+        .streaming()
+        .into_iter()
+        .filter(|p| p != origin)
+        .collect();
+    // A single hub waits for every expected spoke. A hub of a pair waits only for the
+    // spokes attached to it (the others acknowledge to the other hub) and keeps the
+    // revocation queued for the rest, in case they attach here next.
+    let pair = forward.is_some() || origin.starts_with(HUB_PEER_PREFIX);
+    let (wait_for, queue_only): (Vec<String>, Vec<String>) = if pair {
+        let rest = expected
+            .iter()
+            .filter(|p| !streaming.contains(p))
+            .cloned()
+            .collect();
+        (streaming, rest)
+    } else {
+        let mut all: Vec<String> = expected.iter().cloned().chain(streaming).collect();
+        all.sort();
+        all.dedup();
+        (all, Vec::new())
+    };
+    let db_name = db.name().to_string();
+    let here = shared
+        .revocations
+        .fan_out(&db_name, revisions.clone(), wait_for, queue_only, timeout);
+    let there = async {
+        match forward {
+            Some(f) => Some(f(db_name.clone(), revisions, timeout).await),
+            None => None,
+        }
+    };
+    let ((mut applied, mut not_applied), there) = tokio::join!(here, there);
+    applied.push(format!("{HUB_PEER_PREFIX}{}", shared.config.node_name));
     if !origin.is_empty() {
         applied.push(origin.to_owned());
     }
+    if let Some(r) = there {
+        applied.extend(r.applied);
+        not_applied.extend(r.not_applied);
+        // Expected spokes no hub of the pair heard from: cut off from both, or attached
+        // to a hub that did not answer.
+        not_applied.extend(expected.iter().filter(|p| !applied.contains(p)).cloned());
+    }
     applied.sort();
+    applied.dedup();
+    // A spoke attached to the other hub is "not applied" here and applied there.
+    not_applied.retain(|n| !applied.contains(n));
+    not_applied.sort();
+    not_applied.dedup();
     Ok(FanoutResponse { applied, not_applied })
 }
 
@@ -153,6 +195,7 @@ pub struct Revocations {
     next: AtomicU64,
     state: Mutex<State>,
     uplink: ArcSwapOption<Uplink>,
+    forwards: ArcSwapOption<Uplink>,
 }
 
 impl Revocations {
@@ -170,14 +213,25 @@ impl Revocations {
         self.uplink.load_full().map(|u| (*u).clone())
     }
 
-    /// Sends `revisions` of `db` to every one of `peers` (queued for those without an
-    /// open stream) and waits up to `timeout` for their acknowledgements. Returns
-    /// (acknowledged, not acknowledged), each sorted.
+    /// Sets (or clears) how this hub hands revocations to its peer hubs (a pair's
+    /// role sets it): their answers are merged into this hub's.
+    pub fn set_forwards(&self, forwards: Option<Uplink>) {
+        self.forwards.store(forwards.map(Arc::new));
+    }
+
+    fn forwards(&self) -> Option<Uplink> {
+        self.forwards.load_full().map(|u| (*u).clone())
+    }
+
+    /// Sends `revisions` of `db` to every one of `peers` and `queue_only` (queued for
+    /// those without an open stream) and waits up to `timeout` for the acknowledgements
+    /// of `peers`. Returns (acknowledged, not acknowledged) among `peers`, each sorted.
     pub(crate) async fn fan_out(
         &self,
         db: &str,
         revisions: Vec<Revision>,
         peers: Vec<String>,
+        queue_only: Vec<String>,
         timeout: Duration,
     ) -> (Vec<String>, Vec<String>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed).saturating_add(1);
@@ -189,7 +243,7 @@ impl Revocations {
         let done = Arc::new(Notify::new());
         {
             let mut st = self.state();
-            for peer in &peers {
+            for peer in peers.iter().chain(&queue_only) {
                 let queue = st.pending.entry(peer.clone()).or_default();
                 queue.insert(id, msg.clone());
                 while queue.len() > MAX_PENDING_PER_PEER {
@@ -335,4 +389,88 @@ pub async fn apply(db: &Database, revisions: Vec<Revision>) -> Result<(), String
         None => Ok(()),
         Some(e) => Err(format!("{} {}: {}: {}", e.id, e.rev, e.error, e.reason)),
     }
+}
+
+/// A gRPC client of the lane's own connection to a hub, sending a bearer token if given.
+pub type LaneClient = proto::v1::replication_client::ReplicationClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Authorize>,
+>;
+
+/// Adds a bearer token (if any) to every call of a [`LaneClient`].
+#[derive(Clone)]
+pub struct Authorize(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Authorize {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// A lane client on `channel` (its own connection: nothing else queues on it).
+pub fn lane_client(channel: tonic::transport::Channel, bearer: Option<&str>) -> Result<LaneClient, String> {
+    let auth = match bearer {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "the token cannot be sent as metadata".to_string())?,
+        ),
+        None => None,
+    };
+    Ok(proto::v1::replication_client::ReplicationClient::with_interceptor(channel, Authorize(auth)))
+}
+
+/// An uplink handing revocations to the hub `hub` (a name, for answers) over `client`
+/// as `me`. When the hub does not answer, `me` counts as applied and `hub/<hub>`,
+/// standing for everything behind it, as not.
+pub fn uplink(client: LaneClient, me: &str, hub: &str) -> Uplink {
+    let (me, hub) = (me.to_owned(), format!("{HUB_PEER_PREFIX}{hub}"));
+    Arc::new(move |db, revisions, wait: Duration| {
+        let (mut client, me, hub) = (client.clone(), me.clone(), hub.clone());
+        Box::pin(async move {
+            let mut req = tonic::Request::new(proto::v1::FanoutRequest {
+                db,
+                revisions,
+                origin: me.clone(),
+                timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            });
+            // The hub waits `wait` for acknowledgements; the call allows for the trip.
+            let allowed = wait.saturating_add(Duration::from_secs(2));
+            req.set_timeout(allowed);
+            match tokio::time::timeout(allowed, client.fanout(req)).await {
+                Ok(Ok(r)) => r.into_inner(),
+                failed => {
+                    let reason = match failed {
+                        Ok(Err(s)) => s.message().to_owned(),
+                        _ => format!("no answer within {allowed:?}"),
+                    };
+                    tracing::warn!(%hub, %reason, "revocation not handed to the hub; bulk replication carries it");
+                    FanoutResponse {
+                        applied: vec![me],
+                        not_applied: vec![hub],
+                    }
+                }
+            }
+        })
+    })
+}
+
+/// Hands a revocation to every uplink of `each` at once and merges the answers.
+pub fn all_of(each: Vec<Uplink>) -> Uplink {
+    Arc::new(move |db: String, revisions: Vec<Revision>, wait: Duration| {
+        let calls: Vec<_> = each
+            .iter()
+            .map(|u| u(db.clone(), revisions.clone(), wait))
+            .collect();
+        Box::pin(async move {
+            let mut out = FanoutResponse::default();
+            for r in futures_util::future::join_all(calls).await {
+                out.applied.extend(r.applied);
+                out.not_applied.extend(r.not_applied);
+            }
+            out
+        })
+    })
 }

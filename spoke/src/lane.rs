@@ -7,33 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::tls::ReloadingTls;
-use proto::v1::replication_client::ReplicationClient;
-use proto::v1::{AcknowledgeRequest, FanoutRequest, FanoutResponse, PriorityRequest, PriorityRevocation};
+use proto::v1::{AcknowledgeRequest, PriorityRequest, PriorityRevocation};
 use replicator::backoff::Backoff;
 use replicator::GrpcPeer;
-use server::fleet::HUB_PEER_PREFIX;
-use server::revocation::{Revocations, Uplink};
+use server::revocation::Revocations;
 use store::{DbName, Store};
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{Ascii, MetadataValue};
 
 use crate::{HubAddr, SpokeError};
 
-type Client =
-    ReplicationClient<tonic::service::interceptor::InterceptedService<replicator::Channel, Authorize>>;
-
-/// Adds the spoke's bearer token (if any) to every call.
-#[derive(Clone)]
-pub(crate) struct Authorize(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Authorize {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            r.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(r)
-    }
-}
+type Client = server::revocation::LaneClient;
 
 /// What the lane needs to reach the hub.
 pub(crate) struct LaneTo<'a> {
@@ -59,51 +42,14 @@ pub(crate) fn start(
     };
     let channel =
         GrpcPeer::channel(&to.hub.grpc, to.connect_timeout, to.tls).map_err(|e| hub_error(e.to_string()))?;
-    let auth = match to.bearer {
-        Some(t) => Some(
-            format!("Bearer {t}")
-                .parse()
-                .map_err(|_| hub_error("the node token cannot be sent as metadata".into()))?,
-        ),
-        None => None,
-    };
-    let client: Client = ReplicationClient::with_interceptor(channel, Authorize(auth));
-    revocations.set_uplink(Some(uplink(client.clone(), to.me, &to.hub.name)));
+    let client: Client = server::revocation::lane_client(channel, to.bearer).map_err(hub_error)?;
+    revocations.set_uplink(Some(server::revocation::uplink(
+        client.clone(),
+        to.me,
+        &to.hub.name,
+    )));
     tokio::spawn(follow(client, store, to.me.to_owned(), to.backoff, stop));
     Ok(())
-}
-
-fn uplink(client: Client, me: &str, hub: &str) -> Uplink {
-    let (me, hub) = (me.to_owned(), format!("{HUB_PEER_PREFIX}{hub}"));
-    Arc::new(move |db, revisions, wait: Duration| {
-        let (mut client, me, hub) = (client.clone(), me.clone(), hub.clone());
-        Box::pin(async move {
-            let mut req = tonic::Request::new(FanoutRequest {
-                db,
-                revisions,
-                origin: me.clone(),
-                timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-            });
-            // The hub waits `wait` for acknowledgements; the call allows for the trip.
-            let allowed = wait.saturating_add(Duration::from_secs(2));
-            req.set_timeout(allowed);
-            match tokio::time::timeout(allowed, client.fanout(req)).await {
-                Ok(Ok(r)) => r.into_inner(),
-                failed => {
-                    let reason = match failed {
-                        Ok(Err(s)) => s.message().to_owned(),
-                        _ => format!("no answer within {allowed:?}"),
-                    };
-                    tracing::warn!(%hub, %reason, "revocation committed here but not handed to the hub; bulk replication carries it");
-                    // The hub stands for every datacentre behind it.
-                    FanoutResponse {
-                        applied: vec![me],
-                        not_applied: vec![hub],
-                    }
-                }
-            }
-        })
-    })
 }
 
 /// Follows the priority stream: (re)connects with backoff, applies and
