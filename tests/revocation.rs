@@ -150,6 +150,26 @@ async fn a_revocation_outruns_the_backlog_and_says_who_has_applied_it() {
     })
     .await;
 
+    // An app server in us-east has the session cached, vouched for by its Watch stream.
+    let app_us = Client::builder()
+        .credentials(app_credentials())
+        .local("us-east-1", format!("http://{}", us_at.1))
+        .max_staleness(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    app_us.watch("sessions");
+    eventually("the us-east app's watch", async || {
+        app_us.watch_connected("sessions")
+    })
+    .await;
+    assert!(app_us.get("sessions", "victim").await.unwrap().is_some());
+    let (_, served) = app_us.get_traced("sessions", "victim").await.unwrap();
+    assert_eq!(
+        served.source,
+        edge_client::Source::Cache,
+        "not cached before the revocation"
+    );
+
     let started = Instant::now();
     let revoked = client
         .revoke("sessions", "victim", Duration::from_secs(2))
@@ -174,6 +194,12 @@ async fn a_revocation_outruns_the_backlog_and_says_who_has_applied_it() {
             .0,
         404
     );
+    // ... and the us-east app's cached copy is evicted by its Watch stream, not served
+    // until it would have gone stale (10 minutes here).
+    eventually("the cached session evicted in us-east", async || {
+        app_us.get("sessions", "victim").await.is_ok_and(|s| s.is_none())
+    })
+    .await;
 
     // ap-south reconnects: the revocation arrives ahead of the backlog queued before it.
     ap_link.set(Faults::up());
