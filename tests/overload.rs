@@ -307,7 +307,7 @@ async fn an_edge_client_reads_from_its_next_target_while_the_local_spoke_sheds()
         .fallback_deadline(Duration::from_secs(2))
         .build()
         .unwrap();
-    // Durable writes keep the spoke's one slot busy (an fsync each) while 100 different
+    // Durable bulk writes keep the spoke's one slot busy while 100 different
     // sessions are read at once: the spoke sheds many reads; the hub answers them.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -317,8 +317,13 @@ async fn an_edge_client_reads_from_its_next_target_while_the_local_spoke_sheds()
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                let url = format!("{base}/sessions/busy-{w}-{n}");
-                let _ = client.put(url).json(&json!({"n": n})).send().await;
+                // Bulk writes of 500 hold the slot far longer than a read needs it, so
+                // reads arriving meanwhile are shed whatever the disk's fsync speed.
+                let docs: Vec<serde_json::Value> = (0..500)
+                    .map(|i| json!({"_id": format!("busy-{w}-{n}-{i}"), "n": n}))
+                    .collect();
+                let url = format!("{base}/sessions/_bulk_docs");
+                let _ = client.post(url).json(&json!({"docs": docs})).send().await;
             }
         }));
     }
