@@ -457,22 +457,7 @@ impl Client {
             async move { c.delete(r).await.map(|r| r.into_inner().rev) }
         })
         .await?;
-        let key: Key = (Arc::from(db), Arc::from(id));
-        self.inner
-            .deletes
-            .insert(key.clone(), rule::generation(&new_rev))
-            .await;
-        self.inner
-            .cache
-            .insert(
-                key,
-                Entry {
-                    answer: Answer::Absent(Absence::Deleted),
-                    fetched: Instant::now(),
-                    vouch: None,
-                },
-            )
-            .await;
+        self.remember_deleted(db, id, &new_rev).await;
         Ok(new_rev)
     }
 
@@ -509,27 +494,28 @@ impl Client {
             },
             e => e,
         })?;
-        let key: Key = (Arc::from(db), Arc::from(id));
-        self.inner
-            .deletes
-            .insert(key.clone(), rule::generation(&answer.rev))
-            .await;
-        self.inner
-            .cache
-            .insert(
-                key,
-                Entry {
-                    answer: Answer::Absent(Absence::Deleted),
-                    fetched: Instant::now(),
-                    vouch: None,
-                },
-            )
-            .await;
+        self.remember_deleted(db, id, &answer.rev).await;
         Ok(Revoked {
             rev: answer.rev,
             applied: answer.applied,
             not_applied: answer.not_applied,
         })
+    }
+
+    /// From a delete or revocation this client made: the session is answered as deleted
+    /// until a newer revision (a re-creation) appears, whatever a lagging target says.
+    async fn remember_deleted(&self, db: &str, id: &str, tombstone: &str) {
+        let key: Key = (Arc::from(db), Arc::from(id));
+        self.inner
+            .deletes
+            .insert(key.clone(), rule::generation(tombstone))
+            .await;
+        let entry = Entry {
+            answer: Answer::Absent(Absence::Deleted),
+            fetched: Instant::now(),
+            vouch: None,
+        };
+        self.inner.cache.insert(key, entry).await;
     }
 
     /// Starts the invalidation stream of `db` now (it otherwise starts at the
