@@ -75,40 +75,16 @@ fn addr() -> Addr {
     (free_addr(), free_addr())
 }
 
+/// Hub `name`, listening for gRPC on `at` rather than the topology's address (which
+/// is a proxy in front of it).
 fn hub(topo: &Path, data: &Path, name: &str, at: Addr) -> Proc {
-    let args = [
-        "hub",
-        "--topology",
-        &topo.display().to_string(),
-        "--name",
-        name,
-        "--data-dir",
-        &data.display().to_string(),
-        "--grpc",
-        &at.1.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    Proc::must_start(args, at.0, at.1, data)
+    let extra = ["--name", name, "--grpc", &at.1.to_string()].map(String::from);
+    must_start_from_topology_with(topo, data, None, at, extra.to_vec())
 }
 
-/// A spoke of `dc`; `hubs` (gRPC URLs, in order) replaces the topology's hubs when given.
+/// A spoke of `dc`; `hubs` (gRPC, in order) replaces the topology's hubs when given.
 fn spoke(topo: &Path, data: &Path, dc: &str, at: Addr, hubs: &[SocketAddr]) -> Proc {
-    let mut args: Vec<String> = [
-        "spoke",
-        "--topology",
-        &topo.display().to_string(),
-        "--datacentre",
-        dc,
-        "--data-dir",
-        &data.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    for h in hubs {
-        args.extend(["--hub".to_string(), format!("http://{h}")]);
-    }
-    Proc::must_start(args, at.0, at.1, data)
+    must_start_from_topology_with(topo, data, Some(dc), at, hub_flags(hubs))
 }
 
 async fn put(http: &Http, node: &Proc, id: &str, body: Value) -> Value {

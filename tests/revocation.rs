@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edge_client::Client;
@@ -17,23 +16,6 @@ use support::*;
 type Addr = (std::net::SocketAddr, std::net::SocketAddr);
 
 const LINKS: &str = "[links]\nbackoff_initial_ms = 50\nbackoff_max_ms = 500\nconnect_timeout_ms = 500\n";
-
-fn spoke_via(topo: &Path, data: &Path, dc: &str, at: Addr, hub: std::net::SocketAddr) -> Proc {
-    let args = [
-        "spoke",
-        "--topology",
-        &topo.display().to_string(),
-        "--datacentre",
-        dc,
-        "--data-dir",
-        &data.display().to_string(),
-        "--hub",
-        &format!("http://{hub}"),
-    ]
-    .map(String::from)
-    .to_vec();
-    Proc::must_start(args, at.0, at.1, data)
-}
 
 async fn leaves(http: &Http, node: &Proc, id: &str) -> Vec<(String, bool)> {
     let url = format!("{}/sessions/{id}?open_revs=all", node.base());
@@ -97,7 +79,13 @@ async fn a_revocation_outruns_the_backlog_and_says_who_has_applied_it() {
     let eu = must_start_from_topology(&topo, &dir.path().join("eu"), Some("eu-west"), eu_at);
     let us = must_start_from_topology(&topo, &dir.path().join("us"), Some("us-east"), us_at);
     let ap_link = FaultProxy::start(free_addr(), hub_at.1).await.unwrap();
-    let ap = spoke_via(&topo, &dir.path().join("ap"), "ap-south", ap_at, ap_link.addr());
+    let ap = must_start_from_topology_with(
+        &topo,
+        &dir.path().join("ap"),
+        Some("ap-south"),
+        ap_at,
+        hub_flags(&[ap_link.addr()]),
+    );
     let http = Http::default();
     let client = Client::builder()
         .credentials(app_credentials())
@@ -255,6 +243,133 @@ async fn a_revocation_outruns_the_backlog_and_says_who_has_applied_it() {
         .await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"], "not_found", "{body}");
+}
+
+/// The fleet's real shape: 25 spokes on one hub, a steady background write load, and
+/// one datacentre cut off. The revocation is applied at the 24 others before the call
+/// returns, the cut-off one is named, and on reconnect it gets the revocation ahead of
+/// the load queued for it before the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_25_spokes_under_load_names_the_one_cut_off() {
+    const N: usize = 25;
+    let dir = tempfile::tempdir().unwrap();
+    let hub_at: Addr = (free_addr(), free_addr());
+    let names: Vec<(String, String)> = (0..N)
+        .map(|i| (format!("dc-{i:02}"), format!("spoke-{i:02}")))
+        .collect();
+    let addrs: Vec<Addr> = (0..N).map(|_| (free_addr(), free_addr())).collect();
+    let spokes: Vec<(&str, &str, Addr)> = names
+        .iter()
+        .zip(&addrs)
+        .map(|((dc, s), a)| (dc.as_str(), s.as_str(), *a))
+        .collect();
+    let topo = dir.path().join("fleet.toml");
+    std::fs::write(&topo, fleet_toml(hub_at, &spokes, LINKS)).unwrap();
+    let _hub = must_start_from_topology(&topo, &dir.path().join("hub"), None, hub_at);
+    // The last datacentre reaches the hub through a proxy that can cut it off.
+    let cut_link = FaultProxy::start(free_addr(), hub_at.1).await.unwrap();
+    let nodes: Vec<Proc> = spokes
+        .iter()
+        .enumerate()
+        .map(|(i, (dc, s, at))| {
+            let via = if i == N - 1 {
+                hub_flags(&[cut_link.addr()])
+            } else {
+                Vec::new()
+            };
+            must_start_from_topology_with(&topo, &dir.path().join(s), Some(dc), *at, via)
+        })
+        .collect();
+    let (first, cut) = (&nodes[0], &nodes[N - 1]);
+    let http = Http::default();
+    http.must(
+        "PUT",
+        &format!("{}/sessions/victim", first.base()),
+        Some(json!({"user": 1})),
+        201,
+    )
+    .await;
+    for node in &nodes {
+        eventually("the session on every spoke", async || {
+            !leaves(&http, node, "victim").await.is_empty()
+        })
+        .await;
+    }
+
+    // 200 writes/s at the first spoke, in batches of 20, counted as they are acknowledged.
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let bulk = format!("{}/sessions/_bulk_docs", first.base());
+        let (http, stop, written) = (http.clone(), stop.clone(), written.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                let k = written.load(std::sync::atomic::Ordering::SeqCst);
+                let docs: Vec<Value> = (0..20)
+                    .map(|i| json!({"_id": format!("load-{k:05}-{i:02}")}))
+                    .collect();
+                http.must("POST", &bulk, Some(json!({"docs": docs})), 201).await;
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let batches = || written.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The last datacentre is cut off while the load goes on, so changes queue for it.
+    cut_link.set(Faults::link(Link::Blackhole));
+    let cut_at = batches();
+    eventually("load queued behind the cut", async || batches() >= cut_at + 10).await;
+    let before = batches() - 1;
+
+    let client = Client::builder()
+        .credentials(app_credentials())
+        .local("spoke-00", format!("http://{}", addrs[0].1))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let revoked = client
+        .revoke("sessions", "victim", Duration::from_secs(5))
+        .await
+        .unwrap();
+    eprintln!("REVOKE on {N} spokes answered in {:?}", started.elapsed());
+    let mut expected: Vec<String> = names[..N - 1].iter().map(|(dc, s)| format!("{dc}/{s}")).collect();
+    expected.push("hub/london".into());
+    expected.sort();
+    assert_eq!(revoked.applied, expected, "{revoked:?}");
+    assert_eq!(revoked.not_applied, ["dc-24/spoke-24"], "{revoked:?}");
+    // Applied means committed, on every spoke it names.
+    for node in &nodes[..N - 1] {
+        let here = leaves(&http, node, "victim").await;
+        assert!(here.len() == 1 && here[0].1, "{here:?} at {}", node.base());
+    }
+    assert!(!leaves(&http, cut, "victim").await[0].1, "revoked behind the cut");
+
+    // Healed: the revocation comes before the load that was queued before it.
+    cut_link.set(Faults::up());
+    eventually("the revocation at the cut-off spoke", async || {
+        let here = leaves(&http, cut, "victim").await;
+        here.len() == 1 && here[0].1
+    })
+    .await;
+    let queued = format!("load-{before:05}-19");
+    let queued_url = format!("{}/sessions/{queued}", cut.base());
+    eventually("the queued load at the cut-off spoke", async || {
+        http.req("GET", &queued_url, None).await.0 == 200
+    })
+    .await;
+    stop.cancel();
+    load.await.unwrap();
+    let (victim, last) = (
+        seq_of(&http, cut, "victim").await,
+        seq_of(&http, cut, &queued).await,
+    );
+    assert!(
+        victim.zip(last).is_some_and(|(v, l)| v < l),
+        "the revocation (seq {victim:?}) came after the queued load (seq {last:?})"
+    );
 }
 
 /// The revocation figures (BENCHMARKS.md), not a CI test: `scripts/bench-revocation.sh`

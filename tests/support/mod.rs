@@ -338,6 +338,18 @@ pub fn must_start_from_topology(
     datacentre: Option<&str>,
     at: (SocketAddr, SocketAddr),
 ) -> Proc {
+    must_start_from_topology_with(topo, data, datacentre, at, Vec::new())
+}
+
+/// [`must_start_from_topology`] with `extra` flags after the topology's (e.g.
+/// [`hub_flags`], or a hub's `--name`).
+pub fn must_start_from_topology_with(
+    topo: &Path,
+    data: &Path,
+    datacentre: Option<&str>,
+    at: (SocketAddr, SocketAddr),
+    extra: Vec<String>,
+) -> Proc {
     let mut args: Vec<String> = match datacentre {
         None => vec!["hub".into()],
         Some(dc) => vec!["spoke".into(), "--datacentre".into(), dc.into()],
@@ -348,7 +360,16 @@ pub fn must_start_from_topology(
         "--data-dir".into(),
         data.display().to_string(),
     ]);
+    args.extend(extra);
     Proc::must_start(args, at.0, at.1, data)
+}
+
+/// `--hub` flags making a spoke dial `hubs` (gRPC, in order) instead of the topology's
+/// hub addresses: how tests put a fault proxy on a spoke's uplink.
+pub fn hub_flags(hubs: &[SocketAddr]) -> Vec<String> {
+    hubs.iter()
+        .flat_map(|h| ["--hub".to_string(), format!("http://{h}")])
+        .collect()
 }
 
 /// A small JSON-over-HTTP client for tests. `Http::default()` sends the admin token;
