@@ -98,10 +98,10 @@ pub(crate) async fn get(args: GetArgs) -> anyhow::Result<()> {
     };
     match session {
         Some(s) => {
-            println!("{}", String::from_utf8_lossy(&s.body));
+            println!("{}", String::from_utf8_lossy(s.body()));
             eprintln!(
                 "rev {} served by {by} in {:.1} ms",
-                s.rev,
+                s.rev(),
                 served.latency.as_secs_f64() * 1000.0
             );
         }

@@ -325,7 +325,7 @@ async fn tour(
         let s = s.context("a session written in the other datacentre was not found")?;
         println!(
             "   session-{i}: {} — {} in {:.1} ms",
-            String::from_utf8_lossy(&s.body),
+            String::from_utf8_lossy(s.body()),
             served(&how.source),
             how.latency.as_secs_f64() * 1000.0
         );

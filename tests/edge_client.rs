@@ -181,7 +181,7 @@ async fn changes_evict_cached_sessions_and_staleness_is_bounded() {
     let written = Instant::now();
     loop {
         let s = client.get("sessions", "s").await.unwrap().unwrap();
-        if s.body.as_ref() == br#"{"v":2}"# {
+        if s.body() == br#"{"v":2}"# {
             break;
         }
         assert!(

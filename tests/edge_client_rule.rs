@@ -129,7 +129,7 @@ async fn an_expired_session_is_never_served_from_the_cache() {
     )
     .await;
     let s = client.read("sessions", "short").await.unwrap();
-    assert_eq!(s.expires_at, Some(exp), "the expiry travels with the session");
+    assert_eq!(s.expires_at(), Some(exp), "the expiry travels with the session");
     let (_, served) = client.read_traced("sessions", "short").await.unwrap();
     assert_eq!(served.source, Source::Cache, "cached and vouched for");
     while unix_now() < exp as f64 + 0.05 {
@@ -182,11 +182,11 @@ async fn a_read_from_another_store_is_not_vouched_for_by_the_local_stream() {
         Source::Target("fallback-0".into()),
         "the hedge answered"
     );
-    assert_eq!(s.unwrap().body.as_ref(), br#"{"v":1}"#);
+    assert_eq!(s.unwrap().body(), br#"{"v":1}"#);
     // The local stream is healthy again, but it never vouched for B's copy.
     loop {
         let s = client.get("sessions", "s").await.unwrap().unwrap();
-        if s.body.as_ref() == br#"{"v":2}"# {
+        if s.body() == br#"{"v":2}"# {
             break;
         }
         assert!(
@@ -245,11 +245,11 @@ async fn a_read_that_raced_an_invalidation_is_not_trusted() {
     )
     .await;
     let s = read.await.unwrap().unwrap().unwrap();
-    assert_eq!(s.body.as_ref(), br#"{"v":1}"#, "served before the write");
+    assert_eq!(s.body(), br#"{"v":1}"#, "served before the write");
     tokio::time::sleep(MAX_STALENESS + Duration::from_millis(200)).await;
     let s = client.get("sessions", "s").await.unwrap().unwrap();
     assert_eq!(
-        s.body.as_ref(),
+        s.body(),
         br#"{"v":2}"#,
         "a value the stream had already invalidated was cached and trusted"
     );
@@ -491,7 +491,7 @@ async fn a_full_outage_serves_cached_sessions_for_a_bounded_window() {
     hub.kill();
     tokio::time::sleep(MAX_STALENESS + Duration::from_millis(200)).await;
     let (s, served) = client.read_traced("sessions", "s").await.expect("served stale");
-    assert_eq!(s.body.as_ref(), br#"{"u":1}"#);
+    assert_eq!(s.body(), br#"{"u":1}"#);
     assert!(served.stale, "{served:?}");
     loop {
         match client.read_traced("sessions", "s").await {
@@ -877,22 +877,22 @@ async fn no_read_returns_a_session_deleted_or_expired_beyond_the_bound() {
     for (id, t0, wall0, s) in &reads {
         let Some(s) = s else { continue };
         found += 1;
-        if let Some(exp) = s.expires_at {
+        if let Some(exp) = s.expires_at() {
             if (exp as f64) <= wall0.floor() {
                 violations.push(format!(
                     "{id} {} served {:.3}s after it expired",
-                    s.rev,
+                    s.rev(),
                     wall0 - exp as f64
                 ));
             }
         }
         let deleted = log
             .iter()
-            .find(|r| r.id == *id && r.rev == s.rev)
+            .find(|r| r.id == *id && r.rev == s.rev())
             .and_then(|r| r.deleted_at);
         if let Some(at) = deleted {
             if *t0 > at + BOUND {
-                violations.push(format!("{id} {} served {:?} after its delete", s.rev, *t0 - at));
+                violations.push(format!("{id} {} served {:?} after its delete", s.rev(), *t0 - at));
             }
         }
     }
@@ -994,7 +994,7 @@ async fn a_topology_reload_moves_the_stream_and_applies_client_settings() {
         Duration::from_secs(5),
         || {
             let c = c.clone();
-            async move { c.get("sessions", "k").await.unwrap().unwrap().body.as_ref() == br#"{"v":2}"# }
+            async move { c.get("sessions", "k").await.unwrap().unwrap().body() == br#"{"v":2}"# }
         },
     )
     .await;

@@ -63,7 +63,7 @@ async fn a_read_with_the_token_never_answers_older_after_roaming() {
         .read_after("sessions", "u1", &ReadToken::written(&rev1).unwrap())
         .await
         .unwrap();
-    assert_eq!(s.map(|s| s.rev), Some(rev1.clone()));
+    assert_eq!(s.map(|s| s.rev().to_owned()), Some(rev1.clone()));
     assert_eq!(caught, Caught::Already);
 
     // us-east's pull is paused: its spoke keeps the old revision.
@@ -75,13 +75,14 @@ async fn a_read_with_the_token_never_answers_older_after_roaming() {
     must_reach(&http, &hub, "u1", Some(&rev2)).await;
     let plain = us.read("sessions", "u1").await.unwrap();
     assert_eq!(
-        plain.rev, rev1,
+        plain.rev(),
+        rev1,
         "without the token the local (older) copy is served"
     );
     let token = ReadToken::parse(&ReadToken::written(&rev2).unwrap().to_string()).unwrap();
     let (s, served, caught) = us.read_after("sessions", "u1", &token).await.unwrap();
     assert_eq!(
-        s.map(|s| s.rev),
+        s.map(|s| s.rev().to_owned()),
         Some(rev2.clone()),
         "an older revision was answered"
     );
@@ -116,7 +117,7 @@ async fn a_read_with_the_token_never_answers_older_after_roaming() {
         .read_after("sessions", "u3", &ReadToken::written(&rev3).unwrap())
         .await
         .unwrap();
-    assert_eq!(s.map(|s| s.rev), Some(rev3.clone()));
+    assert_eq!(s.map(|s| s.rev().to_owned()), Some(rev3.clone()));
     match caught {
         Caught::AfterWaiting(target, waited) => {
             assert_eq!(target, "london");

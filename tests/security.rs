@@ -208,7 +208,7 @@ async fn a_tls_fleet_serves_replicates_and_shows_who_is_connected() {
     let client =
         edge_client::Client::from_topology_file(fleet.topology(), "us-east", app_credentials()).unwrap();
     let session = client.read("sessions", "s1").await.unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&session.body).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(session.body()).unwrap();
     assert_eq!(body["user"], "ada");
 
     // Plaintext to a TLS port gets no answer, nor does a client trusting another CA.

@@ -2,7 +2,8 @@
 //! ratio is our overhead), and a miss served by a local spoke over gRPC (a
 //! real in-process node on 127.0.0.1). Run: `cargo bench --workspace --bench client`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use edge_client::Client;
@@ -11,8 +12,29 @@ use store::{DbName, DbOptions, DocId, Edit, Store, StoreOptions};
 
 const KEYS: usize = 100_000;
 
-/// The same key and value shapes as the client's cache, without the client.
-type BareCache = moka::future::Cache<(std::sync::Arc<str>, std::sync::Arc<str>), std::sync::Arc<Vec<u8>>>;
+type Key = (Arc<str>, Arc<str>);
+
+/// The client's cache entry, in shape: a shared session, when it was fetched, and
+/// what vouches for it.
+#[derive(Clone)]
+struct BareEntry {
+    session: Arc<Vec<u8>>,
+    fetched: Instant,
+    _vouch: Option<(u64, u64)>,
+}
+
+/// A per-entry lifetime, as the client's cache has.
+struct BareExpiry;
+
+impl moka::Expiry<Key, BareEntry> for BareExpiry {
+    fn expire_after_create(&self, _: &Key, v: &BareEntry, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(600).saturating_sub(v.fetched.elapsed()))
+    }
+}
+
+/// The client's cache without the client: same key and value shapes, weigher,
+/// per-entry expiry and invalidation closures (`Client::from_builder`).
+type BareCache = moka::future::Cache<Key, BareEntry>;
 
 fn body(i: usize) -> Vec<u8> {
     format!(r#"{{"user":"u{i}","pad":"{}"}}"#, "x".repeat(1000)).into_bytes()
@@ -56,18 +78,21 @@ fn all(c: &mut Criterion) {
             .unwrap();
         let bare: BareCache = moka::future::Cache::builder()
             .max_capacity(64 << 20)
-            .weigher(|_, v: &std::sync::Arc<Vec<u8>>| v.len() as u32)
+            .weigher(|k: &Key, v: &BareEntry| (k.0.len() + k.1.len() + v.session.len() + 96) as u32)
+            .expire_after(BareExpiry)
+            .support_invalidation_closures()
             .build();
         (node, client, bare)
     });
     // Warm: one key in both caches.
     rt.block_on(async {
         client.get("sessions", "s1").await.unwrap().unwrap();
-        bare.insert(
-            (std::sync::Arc::from("sessions"), std::sync::Arc::from("s1")),
-            std::sync::Arc::new(body(1)),
-        )
-        .await;
+        let entry = BareEntry {
+            session: Arc::new(body(1)),
+            fetched: Instant::now(),
+            _vouch: None,
+        };
+        bare.insert((Arc::from("sessions"), Arc::from("s1")), entry).await;
     });
 
     let mut g = c.benchmark_group("edge_read");
@@ -75,10 +100,7 @@ fn all(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { client.get("sessions", "s1").await.unwrap() })
     });
-    let key = (
-        std::sync::Arc::<str>::from("sessions"),
-        std::sync::Arc::<str>::from("s1"),
-    );
+    let key: Key = (Arc::from("sessions"), Arc::from("s1"));
     g.bench_function("bare_moka_get", |b| {
         b.to_async(&rt).iter(|| async { bare.get(&key).await.unwrap() })
     });

@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // stale-if-error window) — and never past the session's expiry or after a
     // delete it has seen.
     let rev = match client.read("sessions", &id).await {
-        Ok(session) => session.rev,
+        Ok(session) => session.rev().to_owned(),
         // Not found, deleted (logged out) or expired: the user must log in.
         // Here, the "login" creates the session.
         Err(e) if e.is_gone() => {
@@ -52,7 +52,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             {
                 Ok(rev) => rev,
                 // The write may have committed: re-read before writing again.
-                Err(ClientError::WriteOutcomeUnknown { .. }) => client.read("sessions", &id).await?.rev,
+                Err(ClientError::WriteOutcomeUnknown { .. }) => {
+                    client.read("sessions", &id).await?.rev().to_owned()
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -76,9 +78,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         println!(
             "{} (rev {}, expires {:?}) from {from} in {:?}",
-            String::from_utf8_lossy(&session.body),
-            session.rev,
-            session.expires_at,
+            String::from_utf8_lossy(session.body()),
+            session.rev(),
+            session.expires_at(),
             served.latency
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

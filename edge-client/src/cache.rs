@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
+use moka::{Equivalent, Expiry};
 
 use crate::builder::ClientBuilder;
 use crate::client::Session;
@@ -28,7 +28,7 @@ pub(crate) enum Absence {
 /// An answer to a read.
 #[derive(Clone, Debug)]
 pub(crate) enum Answer {
-    Found(Arc<Session>),
+    Found(Session),
     Absent(Absence),
 }
 
@@ -56,10 +56,21 @@ pub(crate) struct Entry {
 /// The cache key: database and document id.
 pub(crate) type Key = (Arc<str>, Arc<str>);
 
+/// A [`Key`] by reference, so that a lookup allocates nothing. It hashes as the
+/// key does: a tuple hashes its fields in order, and `Arc<str>` hashes as `str`.
+#[derive(Hash)]
+pub(crate) struct KeyRef<'a>(pub &'a str, pub &'a str);
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0 == &*key.0 && self.1 == &*key.1
+    }
+}
+
 /// An entry's weight: key, body, revision and overhead, in bytes.
 pub(crate) fn weigh(key: &Key, entry: &Entry) -> u32 {
     let body = match &entry.answer {
-        Answer::Found(s) => s.body.len() + s.rev.len() + s.id.len(),
+        Answer::Found(s) => s.body().len() + s.rev().len() + s.id().len(),
         Answer::Absent(_) => 0,
     };
     let total = key.0.len() + key.1.len() + body + ENTRY_OVERHEAD as usize;
@@ -101,7 +112,7 @@ impl EntryExpiry {
             Answer::Absent(_) => Some(ms(&self.0.negative_ttl_ms)),
             Answer::Found(s) => {
                 let until_expiry = s
-                    .expires_at
+                    .expires_at()
                     .map(|t| Duration::from_secs(t.saturating_sub(rule::unix_now())));
                 let unvouched = value.vouch.is_none().then(|| ms(&self.0.unvouched_ms));
                 match (until_expiry, unvouched) {
@@ -126,5 +137,25 @@ impl Expiry<Key, Entry> for EntryExpiry {
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
         self.lifetime(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn a_key_by_reference_hashes_and_compares_as_the_key() {
+        let hasher = std::collections::hash_map::RandomState::new();
+        let key: Key = (Arc::from("sessions"), Arc::from("s1"));
+        let by_ref = KeyRef("sessions", "s1");
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&by_ref));
+        assert!(by_ref.equivalent(&key));
+        // The split between the fields matters.
+        let shifted = KeyRef("session", "ss1");
+        assert_ne!(hasher.hash_one(&key), hasher.hash_one(&shifted));
+        assert!(!shifted.equivalent(&key));
     }
 }

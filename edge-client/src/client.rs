@@ -19,27 +19,65 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::builder::{ClientBuilder, TargetSpec};
-use crate::cache::{weigh, Absence, Answer, Entry, EntryExpiry, Key};
+use crate::cache::{weigh, Absence, Answer, Entry, EntryExpiry, Key, KeyRef};
 use crate::credentials::{AuthChannel, Authorize, Credentials};
 use crate::error::ClientError;
 use crate::health::Health;
 use crate::hedge::HedgeBudget;
 use crate::rule::{self, Verdict};
 use crate::token::ReadToken;
-use crate::watch::{self, WatchState};
+use crate::watch::{self, WatchState, Watches};
 
-/// A session as read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
+/// A session as read. Cheap to clone: the cache and every reader share one copy,
+/// so a cache hit hands out a reference count, not a copy of the body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session(Arc<SessionData>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct SessionData {
+    id: String,
+    rev: String,
+    body: Bytes,
+    expires_at: Option<u64>,
+}
+
+impl Session {
+    /// A session `id` at revision `rev` with JSON `body` (without `_id`/`_rev`).
+    pub fn new(id: String, rev: String, body: Bytes, expires_at: Option<u64>) -> Session {
+        Session(Arc::new(SessionData {
+            id,
+            rev,
+            body,
+            expires_at,
+        }))
+    }
+
     /// Its id.
-    pub id: String,
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
     /// Its revision (`N-hash`): pass it to [`Client::put`] to update.
-    pub rev: String,
+    pub fn rev(&self) -> &str {
+        &self.0.rev
+    }
+
     /// Its JSON body, without `_id`/`_rev`.
-    pub body: Bytes,
+    pub fn body(&self) -> &[u8] {
+        &self.0.body
+    }
+
     /// When it expires (unix seconds), if its database expires sessions. The
     /// client never serves it at or after this time.
-    pub expires_at: Option<u64>,
+    pub fn expires_at(&self) -> Option<u64> {
+        self.0.expires_at
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Where an answer came from.
@@ -143,7 +181,11 @@ pub(crate) struct Inner {
     pub deletes: Cache<Key, u64>,
     /// Settings, swapped whole when the topology changes.
     pub cfg: ArcSwap<ClientBuilder>,
-    pub watches: Mutex<HashMap<Arc<str>, Arc<WatchState>>>,
+    pub watches: Watches,
+    /// The hit path's counters, registered once (a lookup by name costs more than
+    /// the hit). The metrics recorder must be installed before the client is built.
+    hits: metrics::Counter,
+    negative_hits: metrics::Counter,
     flights: Mutex<HashMap<Key, Flight>>,
     hedge: HedgeBudget,
     pub shutdown: CancellationToken,
@@ -199,7 +241,9 @@ impl Client {
             deletes,
             hedge: HedgeBudget::new(cfg.hedge_ratio),
             cfg: ArcSwap::from_pointee(cfg),
-            watches: Mutex::new(HashMap::new()),
+            watches: Watches::default(),
+            hits: metrics::counter!("edge_cache_hits_total"),
+            negative_hits: metrics::counter!("edge_negative_hits_total"),
             flights: Mutex::new(HashMap::new()),
             shutdown: shutdown.clone(),
         });
@@ -249,7 +293,7 @@ impl Client {
     pub async fn read_traced(&self, db: &str, id: &str) -> Result<(Session, Served), ClientError> {
         let (answer, served) = self.lookup(db, id).await?;
         match answer {
-            Answer::Found(s) => Ok(((*s).clone(), served)),
+            Answer::Found(s) => Ok((s, served)),
             Answer::Absent(a) => {
                 let (db, id) = (db.to_owned(), id.to_owned());
                 Err(match a {
@@ -270,7 +314,7 @@ impl Client {
     pub async fn get_traced(&self, db: &str, id: &str) -> Result<(Option<Session>, Served), ClientError> {
         let (answer, served) = self.lookup(db, id).await?;
         Ok(match answer {
-            Answer::Found(s) => (Some((*s).clone()), served),
+            Answer::Found(s) => (Some(s), served),
             Answer::Absent(_) => (None, served),
         })
     }
@@ -292,7 +336,7 @@ impl Client {
     ) -> Result<(Option<Session>, Served, Caught), ClientError> {
         let started = Instant::now();
         let found = |a: Answer| match a {
-            Answer::Found(s) => Some((*s).clone()),
+            Answer::Found(s) => Some(s),
             Answer::Absent(_) => None,
         };
         let (answer, served) = self.lookup(db, id).await?;
@@ -353,21 +397,23 @@ impl Client {
     /// that finds every target unreachable, the cached entry if the rule's
     /// stale-if-error window allows.
     async fn lookup(&self, db: &str, id: &str) -> Result<(Answer, Served), ClientError> {
+        // A hit allocates nothing: the key is looked up by reference, the stream
+        // from a snapshot, the session handed out as a reference count, and the
+        // clock read once (plus once for the latency, and for expiring sessions).
         let started = Instant::now();
         let cfg = self.inner.cfg.load_full();
-        let state = watch::ensure(&self.inner, db);
-        let key: Key = (Arc::from(db), Arc::from(id));
+        let state = watch::ensure(&self.inner, db, started);
         let mut stale_candidate = false;
-        if let Some(entry) = self.inner.cache.get(&key).await {
-            match rule::judge(&entry, state.as_deref(), &cfg, rule::unix_now()) {
+        if let Some(entry) = self.inner.cache.get(&KeyRef(db, id)).await {
+            match rule::judge(&entry, state.as_deref(), &cfg, started, rule::unix_now) {
                 Verdict::Serve => {
                     let source = match entry.answer {
                         Answer::Found(_) => {
-                            metrics::counter!("edge_cache_hits_total").increment(1);
+                            self.inner.hits.increment(1);
                             Source::Cache
                         }
                         Answer::Absent(_) => {
-                            metrics::counter!("edge_negative_hits_total").increment(1);
+                            self.inner.negative_hits.increment(1);
                             Source::NegativeCache
                         }
                     };
@@ -379,6 +425,7 @@ impl Client {
             metrics::counter!("edge_stale_refetches_total").increment(1);
         }
         metrics::counter!("edge_cache_misses_total").increment(1);
+        let key: Key = (Arc::from(db), Arc::from(id));
         match flight(&self.inner, key.clone(), state.clone()).await {
             Ok(f) => {
                 // A shared answer may have been settled a moment before this
@@ -395,7 +442,7 @@ impl Client {
                 // Every target unreachable: the entry, if it is still cached (not
                 // invalidated meanwhile) and the rule still allows it.
                 if let Some(entry) = self.inner.cache.get(&key).await {
-                    let verdict = rule::judge(&entry, state.as_deref(), &cfg, rule::unix_now());
+                    let verdict = rule::judge(&entry, state.as_deref(), &cfg, Instant::now(), rule::unix_now);
                     if verdict != Verdict::Refetch && matches!(entry.answer, Answer::Found(_)) {
                         metrics::counter!("edge_stale_if_error_total").increment(1);
                         tracing::debug!(
@@ -521,7 +568,7 @@ impl Client {
     /// Starts the invalidation stream of `db` now (it otherwise starts at the
     /// first read), so that first reads can already be vouched for.
     pub fn watch(&self, db: &str) {
-        let _ = watch::ensure(&self.inner, db);
+        let _ = watch::ensure(&self.inner, db, Instant::now());
     }
 
     /// Bytes the cache holds now (eventually consistent; see moka).
@@ -542,24 +589,12 @@ impl Client {
 
     /// Whether the invalidation stream of `db` is connected.
     pub fn watch_connected(&self, db: &str) -> bool {
-        self.inner
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(db)
-            .is_some_and(|w| w.is_connected())
+        self.inner.watches.get(db).is_some_and(|w| w.is_connected())
     }
 
     /// The databases with an invalidation stream (running or reconnecting).
     pub fn watched_databases(&self) -> Vec<String> {
-        let mut dbs: Vec<String> = self
-            .inner
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .map(|k| k.to_string())
-            .collect();
+        let mut dbs = self.inner.watches.databases();
         dbs.sort();
         dbs
     }
@@ -766,12 +801,12 @@ async fn get_one(
         Err(e) => return Err(e),
     };
     let lookup = match resp.session {
-        Some(s) => Lookup::Found(Session {
-            id: s.id,
-            rev: s.rev,
-            body: s.body,
-            expires_at: (s.expires_at != 0).then_some(s.expires_at),
-        }),
+        Some(s) => Lookup::Found(Session::new(
+            s.id,
+            s.rev,
+            s.body,
+            (s.expires_at != 0).then_some(s.expires_at),
+        )),
         None => match resp.not_found_reason.as_str() {
             "" | "missing" => Lookup::Missing,
             "expired" => Lookup::Gone(Absence::Expired),
@@ -844,7 +879,7 @@ async fn fetch_and_cache(
 async fn answer_of(inner: &Inner, key: &Key, lookup: Lookup) -> Result<Answer, Answer> {
     match lookup {
         Lookup::Found(s) => match rule::admit(&s, inner.deletes.get(key).await, rule::unix_now()) {
-            Ok(()) => Ok(Answer::Found(Arc::new(s))),
+            Ok(()) => Ok(Answer::Found(s)),
             Err(absence) => {
                 metrics::counter!("edge_superseded_reads_total").increment(1);
                 Err(Answer::Absent(absence))
@@ -881,7 +916,7 @@ async fn settle(
             .and_then(|w| w.vouch_for(&raw.target, raw.seq))
             .filter(|v| Some(v.generation) == generation);
         let rev = match &answer {
-            Answer::Found(s) => Some(s.rev.clone()),
+            Answer::Found(s) => Some(s.rev().to_owned()),
             Answer::Absent(_) => None,
         };
         let superseded = |w: &WatchState| w.superseded(&key.1, rev.as_deref(), vouch, sent);

@@ -93,7 +93,7 @@
 //!     .deadline(Duration::from_millis(50))
 //!     .build()?;
 //! match client.read("sessions", "user-42").await {
-//!     Ok(session) => println!("{} bytes at {}", session.body.len(), session.rev),
+//!     Ok(session) => println!("{} bytes at {}", session.body().len(), session.rev()),
 //!     Err(e) if e.is_gone() => println!("logged out: {e}"),
 //!     Err(e @ ClientError::Unavailable { .. }) => println!("try again later: {e}"),
 //!     Err(e) => return Err(e),

@@ -2,7 +2,7 @@
 //! whether a fetched session may be served and cached at all. The crate docs
 //! state the rule; this module is its only implementation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::builder::ClientBuilder;
 use crate::cache::{Absence, Answer, Entry};
@@ -30,7 +30,7 @@ pub(crate) fn unix_now() -> u64 {
 
 /// Whether `s` has expired at `now` (unix seconds): the store's own rule.
 pub(crate) fn expired(s: &Session, now: u64) -> bool {
-    s.expires_at.is_some_and(|t| t <= now)
+    s.expires_at().is_some_and(|t| t <= now)
 }
 
 /// The generation of a revision `N-hash` (0 if unparsable: older than anything).
@@ -38,13 +38,20 @@ pub(crate) fn generation(rev: &str) -> u64 {
     rev.split_once('-').and_then(|(n, _)| n.parse().ok()).unwrap_or(0)
 }
 
-/// Judges a cached entry. `stream` is the database's invalidation stream, if
-/// any; `now` is [`unix_now`].
-pub(crate) fn judge(entry: &Entry, stream: Option<&WatchState>, cfg: &ClientBuilder, now: u64) -> Verdict {
-    let age = entry.fetched.elapsed();
+/// Judges a cached entry at `at`. `stream` is the database's invalidation stream,
+/// if any; `unix_now` is [`unix_now`], asked only for a session that expires (the
+/// hit path reads the clock as little as it can).
+pub(crate) fn judge(
+    entry: &Entry,
+    stream: Option<&WatchState>,
+    cfg: &ClientBuilder,
+    at: Instant,
+    unix_now: impl FnOnce() -> u64,
+) -> Verdict {
+    let age = at.saturating_duration_since(entry.fetched);
     match &entry.answer {
         // Never past the session's expiry.
-        Answer::Found(s) if expired(s, now) => return Verdict::Refetch,
+        Answer::Found(s) if s.expires_at().is_some() && expired(s, unix_now()) => return Verdict::Refetch,
         Answer::Found(_) => {}
         // Absences are remembered briefly and never served stale.
         Answer::Absent(_) if age < cfg.negative_ttl => return Verdict::Serve,
@@ -53,7 +60,7 @@ pub(crate) fn judge(entry: &Entry, stream: Option<&WatchState>, cfg: &ClientBuil
     // Vouched: read from the stream's own store at a sequence the stream covers;
     // any later change of the key would have evicted it.
     if let (Some(v), Some(w)) = (entry.vouch, stream) {
-        if w.vouches(v, cfg.watch_silence) {
+        if w.vouches(v, cfg.watch_silence, at) {
             return Verdict::Serve;
         }
     }
@@ -73,7 +80,7 @@ pub(crate) fn admit(s: &Session, deleted_at: Option<u64>, now: u64) -> Result<()
     if expired(s, now) {
         return Err(Absence::Expired);
     }
-    if deleted_at.is_some_and(|g| generation(&s.rev) <= g) {
+    if deleted_at.is_some_and(|g| generation(s.rev()) <= g) {
         return Err(Absence::Deleted);
     }
     Ok(())
@@ -85,7 +92,7 @@ pub(crate) fn admit(s: &Session, deleted_at: Option<u64>, now: u64) -> Result<()
 /// "expired" for a put (the write may have extended the expiry of an older copy).
 pub(crate) fn meets(answer: &Answer, token: &ReadToken) -> bool {
     match answer {
-        Answer::Found(s) => s.rev == token.rev() || generation(&s.rev) > token.generation(),
+        Answer::Found(s) => s.rev() == token.rev() || generation(s.rev()) > token.generation(),
         Answer::Absent(Absence::Deleted | Absence::Expired) => token.is_delete(),
         Answer::Absent(Absence::Missing) => false,
     }
@@ -93,23 +100,22 @@ pub(crate) fn meets(answer: &Answer, token: &ReadToken) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use super::*;
 
     fn session(rev: &str, expires_at: Option<u64>) -> Session {
-        Session {
-            id: "s".into(),
-            rev: rev.into(),
-            body: bytes::Bytes::from_static(b"{}"),
+        Session::new(
+            "s".into(),
+            rev.into(),
+            bytes::Bytes::from_static(b"{}"),
             expires_at,
-        }
+        )
     }
 
     fn entry(s: Session, age: Duration) -> Entry {
         Entry {
-            answer: Answer::Found(Arc::new(s)),
+            answer: Answer::Found(s),
             fetched: Instant::now() - age,
             vouch: None,
         }
@@ -118,7 +124,7 @@ mod tests {
     #[test]
     fn a_token_is_met_by_its_revision_or_a_later_one_and_a_delete_by_gone() {
         let put = ReadToken::written("3-b").unwrap();
-        let found = |rev| Answer::Found(Arc::new(session(rev, None)));
+        let found = |rev| Answer::Found(session(rev, None));
         assert!(meets(&found("3-b"), &put));
         assert!(meets(&found("4-a"), &put));
         assert!(
@@ -148,7 +154,8 @@ mod tests {
                 &entry(session("1-a", None), Duration::from_secs(secs)),
                 None,
                 &cfg,
-                now,
+                Instant::now(),
+                || now,
             )
         };
         assert_eq!(at(1), Verdict::Serve);
@@ -161,9 +168,9 @@ mod tests {
         let cfg = ClientBuilder::default();
         let now = unix_now();
         let e = entry(session("1-a", Some(now)), Duration::ZERO);
-        assert_eq!(judge(&e, None, &cfg, now), Verdict::Refetch);
+        assert_eq!(judge(&e, None, &cfg, Instant::now(), || now), Verdict::Refetch);
         let e = entry(session("1-a", Some(now + 60)), Duration::ZERO);
-        assert_eq!(judge(&e, None, &cfg, now), Verdict::Serve);
+        assert_eq!(judge(&e, None, &cfg, Instant::now(), || now), Verdict::Serve);
     }
 
     #[test]

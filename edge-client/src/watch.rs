@@ -13,11 +13,12 @@
 //! A stream for a database nobody reads for `watch_idle` ends and is
 //! forgotten; so does one whose database does not exist, once idle.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use proto::v1::{watch_event, WatchChange, WatchRequest};
 use tonic::Code;
 
@@ -101,8 +102,9 @@ impl WatchState {
         self.last_heard.store(ms(self.epoch.elapsed()), Ordering::Release);
     }
 
-    fn touch(&self) {
-        self.last_used.store(ms(self.epoch.elapsed()), Ordering::Relaxed);
+    fn touch(&self, at: Instant) {
+        let used = ms(at.saturating_duration_since(self.epoch));
+        self.last_used.store(used, Ordering::Relaxed);
     }
 
     fn idle(&self, limit: Duration) -> bool {
@@ -116,12 +118,12 @@ impl WatchState {
     }
 
     /// Whether the stream vouches for an entry: it is connected, caught up, was
-    /// heard from within `silence`, and `v` belongs to its current history.
-    pub fn vouches(&self, v: Vouch, silence: Duration) -> bool {
+    /// heard from within `silence` before `at`, and `v` belongs to its current history.
+    pub fn vouches(&self, v: Vouch, silence: Duration, at: Instant) -> bool {
         let heard = Duration::from_millis(self.last_heard.load(Ordering::Acquire));
         self.is_connected()
             && self.caught_up.load(Ordering::Acquire)
-            && self.epoch.elapsed().saturating_sub(heard) < silence
+            && at.saturating_duration_since(self.epoch).saturating_sub(heard) < silence
             && v.generation == self.generation()
             && v.seq >= self.covered_from.load(Ordering::Acquire)
     }
@@ -189,31 +191,66 @@ impl WatchState {
     }
 }
 
-/// The database's stream, started on first use (`None` past [`MAX_WATCHES`]).
-pub(crate) fn ensure(inner: &Arc<Inner>, db: &str) -> Option<Arc<WatchState>> {
-    let mut watches = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(w) = watches.get(db) {
-        w.touch();
-        return Some(w.clone());
+/// Every read looks its database's stream up here, so the map is read without a
+/// lock (a snapshot) and changed, rarely, by copying it.
+#[derive(Default)]
+pub(crate) struct Watches {
+    current: ArcSwap<HashMap<Arc<str>, Arc<WatchState>>>,
+    changing: Mutex<()>,
+}
+
+impl Watches {
+    /// The stream of `db`, if it has one.
+    pub fn get(&self, db: &str) -> Option<Arc<WatchState>> {
+        self.current.load().get(db).cloned()
     }
-    if watches.len() >= MAX_WATCHES {
-        return None;
+
+    /// The databases with a stream.
+    pub fn databases(&self) -> Vec<String> {
+        self.current.load().keys().map(|k| k.to_string()).collect()
     }
-    let state = Arc::new(WatchState::new(db));
-    state.touch();
-    watches.insert(Arc::from(db), state.clone());
-    metrics::gauge!("edge_watch_streams").set(watches.len() as f64);
-    tokio::spawn(run(Arc::downgrade(inner), state.clone()));
-    Some(state)
+
+    /// Changes the map (one change at a time) and publishes the new snapshot.
+    fn change<R>(&self, f: impl FnOnce(&mut HashMap<Arc<str>, Arc<WatchState>>) -> R) -> R {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = HashMap::clone(&self.current.load());
+        let r = f(&mut map);
+        metrics::gauge!("edge_watch_streams").set(map.len() as f64);
+        self.current.store(Arc::new(map));
+        r
+    }
+}
+
+/// The database's stream, started on first use (`None` past [`MAX_WATCHES`]);
+/// marks it used at `at`.
+pub(crate) fn ensure(inner: &Arc<Inner>, db: &str, at: Instant) -> Option<Arc<WatchState>> {
+    if let Some(w) = inner.watches.get(db) {
+        w.touch(at);
+        return Some(w);
+    }
+    inner.watches.change(|watches| {
+        if let Some(w) = watches.get(db) {
+            w.touch(at);
+            return Some(w.clone());
+        }
+        if watches.len() >= MAX_WATCHES {
+            return None;
+        }
+        let state = Arc::new(WatchState::new(db));
+        state.touch(at);
+        watches.insert(Arc::from(db), state.clone());
+        tokio::spawn(run(Arc::downgrade(inner), state.clone()));
+        Some(state)
+    })
 }
 
 /// Forgets `state` (if it is still the database's).
 fn forget(inner: &Inner, state: &Arc<WatchState>) {
-    let mut watches = inner.watches.lock().unwrap_or_else(|e| e.into_inner());
-    if watches.get(&state.db).is_some_and(|w| Arc::ptr_eq(w, state)) {
-        watches.remove(&state.db);
-    }
-    metrics::gauge!("edge_watch_streams").set(watches.len() as f64);
+    inner.watches.change(|watches| {
+        if watches.get(&state.db).is_some_and(|w| Arc::ptr_eq(w, state)) {
+            watches.remove(&state.db);
+        }
+    });
 }
 
 async fn drop_db_entries(inner: &Inner, db: &Arc<str>) {
@@ -247,7 +284,7 @@ async fn on_change(i: &Inner, state: &WatchState, c: &WatchChange) {
     // Already this revision (read after the change): keep it.
     let current = !c.deleted
         && i.cache.get(&key).await.is_some_and(|e| match &e.answer {
-            crate::cache::Answer::Found(s) => s.rev == c.rev,
+            crate::cache::Answer::Found(s) => s.rev() == c.rev,
             crate::cache::Answer::Absent(_) => false,
         });
     if !current {
