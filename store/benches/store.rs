@@ -1,5 +1,7 @@
 //! The store beside raw RocksDB opened with the same options, in the same run,
-//! so that the store's overhead reads as a ratio. Run with `cargo bench -p store`.
+//! so that the store's overhead reads as a ratio. Run with `cargo bench -p store`;
+//! `STORE_BENCH_DOCS=1000000` for a million sessions. Both are flushed to SST files
+//! before reading, where a long-running node has its data.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +10,16 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use rocksdb::{ColumnFamilyDescriptor, WriteBatch, WriteOptions, DB};
 use store::{ChangesQuery, DbName, DbOptions, DocId, Durability, Edit, ReadOptions, Store, StoreOptions};
 
-const DOCS: usize = 10_000;
+/// Sessions loaded (`STORE_BENCH_DOCS`, default 10,000).
+fn docs() -> usize {
+    std::env::var("STORE_BENCH_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// The changes benchmark reads this many.
+const CHANGES: usize = 10_000;
 const CACHE: usize = 64 << 20;
 
 fn body(i: usize) -> Vec<u8> {
@@ -51,7 +62,7 @@ fn fixture() -> Fixture {
     let db = rt.block_on(async {
         store.create_db(&name, DbOptions::default()).await.unwrap();
         let db = store.db(&name).unwrap();
-        for chunk in (0..DOCS).collect::<Vec<_>>().chunks(500) {
+        for chunk in (0..docs()).collect::<Vec<_>>().chunks(500) {
             let edits = chunk
                 .iter()
                 .map(|&i| Edit::new(DocId::new(&key(i)).unwrap(), None, body(i)))
@@ -72,12 +83,16 @@ fn fixture() -> Fixture {
     .unwrap();
     {
         let cf = raw.cf_handle("docs").unwrap();
-        let mut wb = WriteBatch::default();
-        for i in 0..DOCS {
-            wb.put_cf(cf, key(i), body(i));
+        for chunk in (0..docs()).collect::<Vec<_>>().chunks(10_000) {
+            let mut wb = WriteBatch::default();
+            for &i in chunk {
+                wb.put_cf(cf, key(i), body(i));
+            }
+            raw.write(wb).unwrap();
         }
-        raw.write(wb).unwrap();
+        raw.flush_cf(cf).unwrap();
     }
+    store.flush().unwrap();
     Fixture {
         _dir: dir,
         rt,
@@ -89,33 +104,43 @@ fn fixture() -> Fixture {
 }
 
 fn reads(c: &mut Criterion, f: &Fixture) {
-    let mut g = c.benchmark_group("read_winner");
+    let n = docs();
+    let mut g = c.benchmark_group(format!("read_winner_{n}"));
     let mut i = 0usize;
     let ro = ReadOptions::default();
+    // The raw reads reuse one native ReadOptions, as the store does.
+    let raw_ro = rocksdb::ReadOptions::default();
     g.bench_function("store_hit", |b| {
         b.iter(|| {
-            i = (i + 7919) % DOCS;
+            i = (i + 7919) % n;
             f.db.get(&DocId::new(&key(i)).unwrap(), &ro).unwrap()
         })
     });
     let cf = f.raw.cf_handle("docs").unwrap();
     g.bench_function("rocksdb_hit", |b| {
         b.iter(|| {
-            i = (i + 7919) % DOCS;
-            f.raw.get_pinned_cf(cf, key(i)).unwrap().unwrap().to_vec()
+            i = (i + 7919) % n;
+            f.raw
+                .get_pinned_cf_opt(cf, key(i), &raw_ro)
+                .unwrap()
+                .unwrap()
+                .to_vec()
         })
     });
     g.bench_function("store_miss", |b| {
         b.iter(|| {
-            i = (i + 7919) % DOCS;
+            i = (i + 7919) % n;
             f.db.get(&DocId::new(&format!("absent-{i}")).unwrap(), &ro)
                 .unwrap_err()
         })
     });
     g.bench_function("rocksdb_miss", |b| {
         b.iter(|| {
-            i = (i + 7919) % DOCS;
-            f.raw.get_pinned_cf(cf, format!("absent-{i}")).unwrap().is_none()
+            i = (i + 7919) % n;
+            f.raw
+                .get_pinned_cf_opt(cf, format!("absent-{i}"), &raw_ro)
+                .unwrap()
+                .is_none()
         })
     });
     g.finish();
@@ -210,11 +235,11 @@ fn changes(c: &mut Criterion, f: &Fixture) {
         b.iter(|| {
             let page =
                 f.db.changes(&ChangesQuery {
-                    limit: Some(DOCS),
+                    limit: Some(CHANGES),
                     ..Default::default()
                 })
                 .unwrap();
-            assert!(page.changes.len() >= DOCS);
+            assert!(page.changes.len() >= CHANGES);
             page.last_seq
         })
     });
@@ -222,7 +247,7 @@ fn changes(c: &mut Criterion, f: &Fixture) {
     g.bench_function("rocksdb_scan", |b| {
         b.iter(|| {
             let mut n = 0;
-            for item in f.raw.iterator_cf(cf, rocksdb::IteratorMode::Start).take(DOCS) {
+            for item in f.raw.iterator_cf(cf, rocksdb::IteratorMode::Start).take(CHANGES) {
                 let (k, v) = item.unwrap();
                 n += k.len() + v.len();
             }

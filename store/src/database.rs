@@ -454,7 +454,8 @@ impl Database {
 
     fn load_body(&self, id: &str, rev: &Rev) -> Result<Option<Vec<u8>>> {
         let key = keys::body(self.state.id, id, rev.generation(), rev.hash());
-        Ok(self.inner.db.get_cf(self.inner.cf(CF_BODIES), key)?)
+        let cf = self.inner.cf(CF_BODIES);
+        Ok(self.inner.db.get_cf_opt(cf, key, &self.inner.point_read)?)
     }
 
     fn load_body_in(&self, snap: &Snapshot<'_>, id: &str, rev: &Rev) -> Result<Option<Vec<u8>>> {
@@ -517,11 +518,8 @@ impl Database {
     /// The hot path: header only, then the body.
     fn get_winner(&self, id: &DocId) -> Result<Doc> {
         for _ in 0..3 {
-            let Some(bytes) = self
-                .inner
-                .db
-                .get_pinned_cf(self.inner.cf(CF_DOCS), keys::doc(self.state.id, id.as_str()))?
-            else {
+            let (cf, key) = (self.inner.cf(CF_DOCS), keys::doc(self.state.id, id.as_str()));
+            let Some(bytes) = self.inner.db.get_pinned_cf_opt(cf, key, &self.inner.point_read)? else {
                 return Err(Self::not_found(id, "missing"));
             };
             let h = records::decode_doc_header(&bytes)?;

@@ -32,6 +32,9 @@ pub(crate) struct Inner {
     dbs: RwLock<HashMap<String, Arc<DbState>>>,
     pub tx: mpsc::Sender<Command>,
     write_opts: WriteOptions,
+    /// Read options for point reads, made once: `get_cf` without options creates
+    /// and frees a native `ReadOptions` on every call.
+    pub point_read: rocksdb::ReadOptions,
     /// Free space on the data directory, checked before every write.
     pub space: Arc<crate::space::Space>,
 }
@@ -175,6 +178,7 @@ impl Store {
             db,
             path,
             write_opts: writer::write_options(opts.durability),
+            point_read: rocksdb::ReadOptions::default(),
             opts,
             uuid,
             next_db_id: AtomicU64::new(next_id),
@@ -217,6 +221,16 @@ impl Store {
         let store = self.clone();
         let closing = tokio::task::spawn_blocking(move || store.close());
         tokio::time::timeout(limit, closing).await.is_ok()
+    }
+
+    /// Writes every column family's memtable out to SST files and waits. Writes
+    /// are durable without it (the WAL); it puts data where a long-running node
+    /// has it, so benchmarks read from SST files rather than memtables.
+    pub fn flush(&self) -> Result<()> {
+        for name in keys::ALL_CFS {
+            self.inner.db.flush_cf(self.inner.cf(name))?;
+        }
+        Ok(())
     }
 
     /// This store's unique id, created with it and stable across restarts.

@@ -562,3 +562,27 @@ async fn writes_after_close_fail_cleanly() {
         Err(Error::Closed)
     ));
 }
+
+#[tokio::test]
+async fn a_flush_moves_documents_to_sst_files_and_they_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::at(1000);
+    let store = must_open(dir.path(), &clock);
+    let db = must_create(&store, "alpha", DbOptions::default()).await;
+    let rev = must_put(&db, "d1", None, r#"{"x":1}"#).await;
+    let ssts = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sst"))
+            .count()
+    };
+    let before = ssts();
+    store.flush().unwrap();
+    assert!(ssts() > before, "no SST file written ({before} before)");
+    let doc = db.get(&id("d1"), &ReadOptions::default()).unwrap();
+    assert_eq!((doc.rev, doc.body), (rev, br#"{"x":1}"#.to_vec()));
+    assert!(matches!(
+        db.get(&id("absent"), &ReadOptions::default()),
+        Err(Error::NotFound { .. })
+    ));
+}
