@@ -218,6 +218,13 @@ async fn a_killed_hub_is_replaced_by_its_pair_and_catches_up_when_it_returns() {
     let pair = fleet_status(&http, &a).await["hubs"].clone();
     assert_eq!(pair[1]["node"], "london-b", "{pair}");
     assert_eq!(pair[1]["pulled_from"], true, "{pair}");
+    // The operator's page shows the pair too.
+    let page = http.text(&format!("{}/_fleet", a.base())).await;
+    let table = page.split("<table id=\"hubs\">").nth(1).unwrap_or_default();
+    assert!(
+        table.contains("london-b"),
+        "no hub pair table naming london-b:\n{page}"
+    );
 
     // Hub A dies. Writes go on at eu-west; each must reach us-east through hub B.
     let a_args = a.args.clone();
