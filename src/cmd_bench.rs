@@ -1,4 +1,5 @@
-//! `sessionfleet bench`: the closed-loop load generator against a running node.
+//! `sessionfleet bench`: the closed-loop load generator against a running node;
+//! `sessionfleet bench-ceiling`: the bare servers it is measured against.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,9 +31,13 @@ pub(crate) struct BenchArgs {
     /// For propagation: writes per second.
     #[arg(long, default_value_t = 2000)]
     rate: u32,
-    /// Concurrent connections, one request in flight each.
+    /// Concurrent connections, one request in flight each (gRPC: --streams each).
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// For grpc-get: requests in flight on each connection (HTTP/2 streams, as an
+    /// edge-client multiplexes its calls over few connections).
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
@@ -89,11 +94,17 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
     })?;
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(args.streams > 0, "--streams must be at least 1");
+    anyhow::ensure!(
+        args.streams == 1 || workload == Workload::GrpcGet,
+        "--streams applies to grpc-get only (HTTP/1.1 has one request in flight per connection)"
+    );
     let cfg = BenchConfig {
         http: args.http,
         grpc: args.grpc,
         db: args.db,
         connections: args.connections,
+        streams: args.streams,
         duration: Duration::from_secs(args.duration_secs.max(1)),
         keys: args.keys.max(1),
         value_size: args.value_size,
@@ -109,9 +120,47 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{}: {} connections, {:.0} ops/s, p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs, {} errors",
-            r.workload, r.connections, r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.errors
+            "{}: {} connections × {} streams, {:.0} ops/s, p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs, {} errors",
+            r.workload,
+            r.connections,
+            r.streams,
+            r.ops_per_sec,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.max_us,
+            r.errors
         );
     }
+    Ok(())
+}
+
+/// `sessionfleet bench-ceiling` flags.
+#[derive(Args, Debug)]
+pub(crate) struct CeilingArgs {
+    /// Address of the bare hyper HTTP/1.1 server (every GET gets the fixed session).
+    #[arg(long, default_value = "127.0.0.1:5985")]
+    http: SocketAddr,
+    /// Address of the bare tonic server (Sessions.Get gets the fixed session).
+    #[arg(long, default_value = "127.0.0.1:6985")]
+    grpc: SocketAddr,
+    /// Bytes of the fixed session's body, as `bench --value-size`.
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+}
+
+/// Serves the ceilings until SIGTERM or SIGINT; prints `ready` once listening.
+pub(crate) async fn ceiling(args: CeilingArgs) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown_on_signals()?;
+    let cfg = loadgen::ceiling::CeilingConfig {
+        http: args.http,
+        grpc: args.grpc,
+        value_size: args.value_size,
+    };
+    loadgen::ceiling::serve(&cfg, shutdown.cancelled_owned(), |http, grpc| {
+        // The hub's line, so scripts wait for both the same way.
+        println!("ready http={http} grpc={grpc}");
+    })
+    .await?;
     Ok(())
 }

@@ -47,6 +47,9 @@ enum Command {
     Secrets(cmd_secrets::SecretsCommand),
     /// Load-test a running node (closed loop, HDR latency percentiles).
     Bench(cmd_bench::BenchArgs),
+    /// Serve the benchmark's ceilings: bare hyper and tonic servers answering GET and
+    /// Sessions.Get with one fixed session.
+    BenchCeiling(cmd_bench::CeilingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => cmd_demo::run(args).await,
             Command::Spoke(args) => cmd_spoke::run(args).await,
             Command::Bench(args) => cmd_bench::run(args).await,
+            Command::BenchCeiling(args) => cmd_bench::ceiling(args).await,
             Command::Certs(cmd) => cmd_certs::run(cmd),
             Command::Secrets(cmd) => cmd_secrets::run(cmd),
             Command::Topology(cmd) => match topology::cli::run(&cmd) {

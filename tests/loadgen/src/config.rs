@@ -51,8 +51,11 @@ pub struct BenchConfig {
     pub grpc: SocketAddr,
     /// The database the sessions live in.
     pub db: String,
-    /// Concurrent connections (closed loop: one request in flight each).
+    /// Concurrent connections (closed loop: `streams` requests in flight each).
     pub connections: usize,
+    /// Requests in flight on each connection: gRPC only (HTTP/2 streams, as an
+    /// edge-client multiplexes them); HTTP/1.1 workloads always use 1.
+    pub streams: usize,
     /// How long to run.
     pub duration: Duration,
     /// Pre-loaded sessions to read.
@@ -65,6 +68,16 @@ pub struct BenchConfig {
     pub token: Option<String>,
     /// The fleet CA (and optionally a client certificate): connections use TLS.
     pub tls: Option<std::sync::Arc<proto::tls::ReloadingTls>>,
+}
+
+impl BenchConfig {
+    /// Requests in flight per connection: `streams` for gRPC, 1 for HTTP/1.1.
+    pub fn effective_streams(&self) -> usize {
+        match self.workload {
+            Workload::GrpcGet => self.streams.max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// The id of pre-loaded session `i`.

@@ -1,28 +1,34 @@
-//! One HTTP/2 connection (tonic channel) per worker.
+//! One HTTP/2 connection (tonic channel) per connection, shared by `streams` workers,
+//! each with one request in flight: N connections × M concurrent streams.
 
 use std::time::Instant;
 
 use proto::v1::sessions_client::SessionsClient;
 use proto::v1::GetRequest;
 use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
 
 use crate::config::{key, BenchConfig};
 use crate::{new_histogram, record, BenchError, WorkerResult};
 
-pub(crate) async fn worker(
-    cfg: &BenchConfig,
-    _worker: usize,
-    deadline: Instant,
-) -> Result<WorkerResult, BenchError> {
-    let err = |e: &dyn std::fmt::Display| BenchError::Connect {
-        addr: cfg.grpc.to_string(),
-        reason: e.to_string(),
-    };
+/// Opens one connection (lazily: on its first request) to the node's gRPC address.
+pub(crate) fn channel(cfg: &BenchConfig) -> Result<Channel, BenchError> {
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-    let channel = proto::tls::grpc_channel(&format!("{scheme}://{}", cfg.grpc), cfg.tls.as_ref(), |e| {
+    proto::tls::grpc_channel(&format!("{scheme}://{}", cfg.grpc), cfg.tls.as_ref(), |e| {
         e.tcp_nodelay(true)
     })
-    .map_err(|e| err(&e))?;
+    .map_err(|e| BenchError::Connect {
+        addr: cfg.grpc.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// One closed-loop stream over `channel` (a clone shares its connection).
+pub(crate) async fn worker(
+    cfg: &BenchConfig,
+    channel: Channel,
+    deadline: Instant,
+) -> Result<WorkerResult, BenchError> {
     let mut client = SessionsClient::new(channel);
     let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = match &cfg.token {
         Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| BenchError::Connect {

@@ -1,12 +1,15 @@
-//! A closed-loop load generator for Sessionfleet nodes: N connections, each
-//! sending its next request as soon as the previous one is answered, over a
-//! keyspace of pre-loaded sessions; latencies go into an HDR histogram.
+//! A closed-loop load generator for Sessionfleet nodes: N connections (for gRPC,
+//! each carrying M concurrent streams), each stream sending its next request as
+//! soon as the previous one is answered, over a keyspace of pre-loaded sessions;
+//! latencies go into an HDR histogram.
 //!
 //! It knows the public HTTP and gRPC APIs only — nothing of the server's insides.
 //!
 //! Layout: [`config`] (what to run), `http` and `grpc` (one worker loop per
-//! transport), [`report`] (percentiles), [`preload`] (the keyspace).
+//! transport), [`report`] (percentiles), [`preload`] (the keyspace), [`ceiling`]
+//! (bare servers to measure the real ones against).
 
+pub mod ceiling;
 pub mod config;
 mod grpc;
 mod http;
@@ -34,6 +37,9 @@ pub enum BenchError {
     /// Setting up the keyspace failed.
     #[error("preloading: {0}")]
     Preload(String),
+    /// A ceiling server could not listen or stopped serving.
+    #[error("ceiling server: {0}")]
+    Serve(String),
 }
 
 /// What one worker brings back.
@@ -70,16 +76,23 @@ pub(crate) fn record(h: &mut Histogram<u64>, started: Instant) {
 pub async fn run(cfg: &BenchConfig) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
     let deadline = started + cfg.duration;
-    let mut tasks = Vec::with_capacity(cfg.connections);
+    let mut tasks = Vec::with_capacity(cfg.connections.saturating_mul(cfg.effective_streams()));
     for worker in 0..cfg.connections {
-        let cfg = cfg.clone();
-        tasks.push(tokio::spawn(async move {
-            match cfg.workload {
-                Workload::HttpGet | Workload::HttpPut => http::worker(&cfg, worker, deadline).await,
-                Workload::GrpcGet => grpc::worker(&cfg, worker, deadline).await,
-                Workload::ConnectStorm => http::storm_client(&cfg, started).await,
-            }
-        }));
+        // gRPC: the connection's streams share one channel, as an edge-client's calls do.
+        let channel = (cfg.workload == Workload::GrpcGet)
+            .then(|| grpc::channel(cfg))
+            .transpose()?;
+        for _ in 0..cfg.effective_streams() {
+            let cfg = cfg.clone();
+            let channel = channel.clone();
+            tasks.push(tokio::spawn(async move {
+                match (cfg.workload, channel) {
+                    (_, Some(channel)) => grpc::worker(&cfg, channel, deadline).await,
+                    (Workload::ConnectStorm, None) => http::storm_client(&cfg, started).await,
+                    (_, None) => http::worker(&cfg, worker, deadline).await,
+                }
+            }));
+        }
     }
     let mut histogram = new_histogram();
     let (mut ops, mut errors) = (0, 0);

@@ -14,6 +14,8 @@ pub struct BenchReport {
     pub workload: String,
     /// Connections used.
     pub connections: usize,
+    /// Requests in flight per connection.
+    pub streams: usize,
     /// Successful operations.
     pub ops: u64,
     /// Failed operations.
@@ -44,6 +46,7 @@ impl BenchReport {
         BenchReport {
             workload: cfg.workload.name().to_owned(),
             connections: cfg.connections,
+            streams: cfg.effective_streams(),
             ops,
             errors,
             seconds,
