@@ -94,10 +94,20 @@ pub fn admin_url(addr: SocketAddr) -> String {
     format!("http://admin:{}@{addr}", secrets().admin_password)
 }
 
-/// A free port on 127.0.0.1 (bound then released; good enough for tests).
+/// A free port on 127.0.0.1 (bound then released), never one already given to this process.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    l.local_addr().expect("local addr")
+    // The kernel may hand the same ephemeral port out again once its listener is
+    // closed: a fleet of 25 spokes asks for 50 and would sometimes get a repeat.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+        let addr = l.local_addr().expect("local addr");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// A running `sessionfleet` process.
