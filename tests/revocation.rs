@@ -44,6 +44,50 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// A hub and `n` spokes, `dc-NN`/`spoke-NN`, started from one topology; `flags(i)`
+/// are spoke `i`'s extra flags (e.g. [`hub_flags`] through a fault proxy).
+struct LargeFleet {
+    _hub: Proc,
+    names: Vec<(String, String)>,
+    addrs: Vec<Addr>,
+    nodes: Vec<Proc>,
+}
+
+impl LargeFleet {
+    fn start(
+        dir: &std::path::Path,
+        n: usize,
+        hub_at: Addr,
+        flags: impl Fn(usize) -> Vec<String>,
+    ) -> LargeFleet {
+        let names: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("dc-{i:02}"), format!("spoke-{i:02}")))
+            .collect();
+        let addrs: Vec<Addr> = (0..n).map(|_| (free_addr(), free_addr())).collect();
+        let spokes: Vec<(&str, &str, Addr)> = names
+            .iter()
+            .zip(&addrs)
+            .map(|((dc, s), a)| (dc.as_str(), s.as_str(), *a))
+            .collect();
+        let topo = dir.join("fleet.toml");
+        std::fs::write(&topo, fleet_toml(hub_at, &spokes, LINKS)).unwrap();
+        let hub = must_start_from_topology(&topo, &dir.join("hub"), None, hub_at);
+        let nodes = spokes
+            .iter()
+            .enumerate()
+            .map(|(i, (dc, s, at))| {
+                must_start_from_topology_with(&topo, &dir.join(s), Some(dc), *at, flags(i))
+            })
+            .collect();
+        LargeFleet {
+            _hub: hub,
+            names,
+            addrs,
+            nodes,
+        }
+    }
+}
+
 /// The sequence at which `node`'s `_changes` lists `id`.
 async fn seq_of(http: &Http, node: &Proc, id: &str) -> Option<u64> {
     let url = format!("{}/sessions/_changes", node.base());
@@ -254,32 +298,16 @@ async fn a_revocation_on_25_spokes_under_load_names_the_one_cut_off() {
     const N: usize = 25;
     let dir = tempfile::tempdir().unwrap();
     let hub_at: Addr = (free_addr(), free_addr());
-    let names: Vec<(String, String)> = (0..N)
-        .map(|i| (format!("dc-{i:02}"), format!("spoke-{i:02}")))
-        .collect();
-    let addrs: Vec<Addr> = (0..N).map(|_| (free_addr(), free_addr())).collect();
-    let spokes: Vec<(&str, &str, Addr)> = names
-        .iter()
-        .zip(&addrs)
-        .map(|((dc, s), a)| (dc.as_str(), s.as_str(), *a))
-        .collect();
-    let topo = dir.path().join("fleet.toml");
-    std::fs::write(&topo, fleet_toml(hub_at, &spokes, LINKS)).unwrap();
-    let _hub = must_start_from_topology(&topo, &dir.path().join("hub"), None, hub_at);
     // The last datacentre reaches the hub through a proxy that can cut it off.
     let cut_link = FaultProxy::start(free_addr(), hub_at.1).await.unwrap();
-    let nodes: Vec<Proc> = spokes
-        .iter()
-        .enumerate()
-        .map(|(i, (dc, s, at))| {
-            let via = if i == N - 1 {
-                hub_flags(&[cut_link.addr()])
-            } else {
-                Vec::new()
-            };
-            must_start_from_topology_with(&topo, &dir.path().join(s), Some(dc), *at, via)
-        })
-        .collect();
+    let fleet = LargeFleet::start(dir.path(), N, hub_at, |i| {
+        if i == N - 1 {
+            hub_flags(&[cut_link.addr()])
+        } else {
+            Vec::new()
+        }
+    });
+    let (names, addrs, nodes) = (&fleet.names, &fleet.addrs, &fleet.nodes);
     let (first, cut) = (&nodes[0], &nodes[N - 1]);
     let http = Http::default();
     http.must(
@@ -289,7 +317,7 @@ async fn a_revocation_on_25_spokes_under_load_names_the_one_cut_off() {
         201,
     )
     .await;
-    for node in &nodes {
+    for node in nodes {
         eventually("the session on every spoke", async || {
             !leaves(&http, node, "victim").await.is_empty()
         })
@@ -387,23 +415,8 @@ async fn revocation_figures_on_a_large_fleet() {
         env("REVOKE_COUNT", 50),
     );
     let dir = tempfile::tempdir().unwrap();
-    let hub_at: Addr = (free_addr(), free_addr());
-    let names: Vec<(String, String)> = (0..n)
-        .map(|i| (format!("dc-{i:02}"), format!("spoke-{i:02}")))
-        .collect();
-    let addrs: Vec<Addr> = (0..n).map(|_| (free_addr(), free_addr())).collect();
-    let spokes: Vec<(&str, &str, Addr)> = names
-        .iter()
-        .zip(&addrs)
-        .map(|((dc, s), a)| (dc.as_str(), s.as_str(), *a))
-        .collect();
-    let topo = dir.path().join("fleet.toml");
-    std::fs::write(&topo, fleet_toml(hub_at, &spokes, LINKS)).unwrap();
-    let _hub = must_start_from_topology(&topo, &dir.path().join("hub"), None, hub_at);
-    let nodes: Vec<Proc> = spokes
-        .iter()
-        .map(|(dc, s, at)| must_start_from_topology(&topo, &dir.path().join(s), Some(dc), *at))
-        .collect();
+    let fleet = LargeFleet::start(dir.path(), n, (free_addr(), free_addr()), |_| Vec::new());
+    let (addrs, nodes) = (&fleet.addrs, &fleet.nodes);
     let http = Http::default();
     let first = &nodes[0];
     let client = Client::builder()

@@ -43,7 +43,7 @@ struct SessionData {
 
 impl Session {
     /// A session `id` at revision `rev` with JSON `body` (without `_id`/`_rev`).
-    pub fn new(id: String, rev: String, body: Bytes, expires_at: Option<u64>) -> Session {
+    pub(crate) fn new(id: String, rev: String, body: Bytes, expires_at: Option<u64>) -> Session {
         Session(Arc::new(SessionData {
             id,
             rev,
